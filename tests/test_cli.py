@@ -1,0 +1,92 @@
+"""The ``unit`` command line on real images: train, then translate frames of odd sizes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = [
+    "data.domain_a=gta", "data.domain_b=city", "data.image_size=32", "data.load_size=40", "model.width=8",
+    "model.dis_width=8", "model.dis_layers=3", "model.res_blocks=2", "train.max_steps=4", "train.log_every=2",
+    "train.checkpoint_every=2", "train.sample_count=2", "train.device=cpu",
+]
+
+
+def unit(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "unit_cli", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def with_sets(values: list[str]) -> list[str]:
+    return [part for value in values for part in ("--set", value)]
+
+
+@pytest.fixture(scope="module")
+def trained(street_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "run"
+    result = unit("train", "--no-progress", *with_sets([f"data.root={street_root}", f"train.out_dir={out}", *TINY]))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["step"] == 4
+    return Path(summary["checkpoint"])
+
+
+def test_train_writes_checkpoints_samples_and_log_and_resumes(trained: Path, street_root: Path):
+    run_dir = trained.parent.parent
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt")) == ["latest.pt", "step_00000002.pt", "step_00000004.pt"]
+    grid = Image.open(run_dir / "samples" / "step_00000004.png")
+    assert grid.size == (4 * 32 + 3 * 2, 4 * 32 + 3 * 2)  # 4 columns; 2 rows per direction
+    more = unit("train", "--no-progress", "--resume",
+                *with_sets([f"data.root={street_root}", f"train.out_dir={run_dir}", *TINY, "train.max_steps=6"]))
+    assert more.returncode == 0, more.stderr
+    assert json.loads(more.stdout.strip().splitlines()[-1])["step"] == 6
+
+
+def test_translate_keeps_the_size_of_real_frames(trained: Path, shared_data: Path, tmp_path: Path):
+    gta = shared_data / "street" / "gta2city" / "gta"
+    city = shared_data / "street" / "gta2city" / "cityscapes" / "aachen_000000_000019_leftImg8bit.jpg"
+    out = tmp_path / "out"
+    result = unit("translate", "--checkpoint", str(trained), "--direction", "a2b", str(gta), str(city), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    for source in [*sorted(gta.iterdir()), city]:
+        produced = Image.open(out / (source.stem + ".png"))
+        assert produced.size == Image.open(source).size == ((933, 512) if source.parent == gta else (1024, 512))
+        assert produced.mode == "RGB"
+        assert np.asarray(produced).std() > 0
+
+
+def test_translate_handles_odd_modes_and_reports_unreadable_files(trained: Path, tmp_path: Path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (21, 37), dtype=np.uint8), "L").save(inputs / "gray.png")
+    rgba = Image.fromarray(rng.integers(0, 255, (30, 30, 4), dtype=np.uint8), "RGBA")
+    rgba.save(inputs / "alpha.png")
+    Image.fromarray(rng.integers(0, 255, (17, 9, 3), dtype=np.uint8)).convert("P").save(inputs / "palette.png")
+    (inputs / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    out = tmp_path / "out"
+    result = unit("translate", "--checkpoint", str(trained), "--direction", "b2a", str(inputs), "--out", str(out))
+    assert result.returncode == 1
+    assert "broken.jpg: cannot read image" in result.stdout
+    assert Image.open(out / "gray.png").size == (37, 21)
+    alpha = Image.open(out / "alpha.png")
+    assert alpha.mode == "RGBA" and np.array_equal(np.asarray(alpha)[:, :, 3], np.asarray(rgba)[:, :, 3])
+    assert Image.open(out / "palette.png").size == (9, 17)
+    assert not (out / "broken.png").exists()
+
+
+def test_errors_are_clear_and_name_the_culprit(tmp_path: Path, shared_data: Path):
+    bogus = tmp_path / "bogus.pt"
+    bogus.write_bytes(b"definitely not a checkpoint")
+    result = unit("translate", "--checkpoint", str(bogus), "--direction", "a2b", str(shared_data / "celeba"), "--out", str(tmp_path))
+    assert result.returncode == 2 and str(bogus) in result.stderr and "Traceback" not in result.stderr
+    result = unit("train", "--set", "train.max_step=3")
+    assert result.returncode == 2 and "train.max_step: unknown key" in result.stderr
+    result = unit("train", "--set", f"data.root={tmp_path}", "--set", f"train.out_dir={tmp_path / 'run'}")
+    assert result.returncode == 2 and f"{tmp_path}: no folder for domain 'day'" in result.stderr

@@ -1,0 +1,142 @@
+"""Networks and loss terms of the paper, checked on fixed small tensors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from unit_core.config import load_config
+from unit_core.losses import discriminator_loss, generator_gan_loss, kl_loss, l1_loss
+from unit_core.networks import UNITDiscriminators, UNITGenerator
+from unit_core.trainer import UNITTrainer
+
+
+def small_model(*overrides: str):
+    return load_config(None, ["model.width=8", "model.dis_width=8", "model.dis_layers=3", *overrides]).model
+
+
+def test_shared_blocks_are_the_same_parameters_in_both_domains():
+    gen = UNITGenerator(small_model("model.res_blocks=3", "model.n_shared=2"))
+    assert gen.enc_a.shared is gen.enc_b.shared is gen.enc_shared
+    assert gen.dec_a.shared is gen.dec_b.shared is gen.dec_shared
+    shared_ids = {id(p) for p in gen.enc_shared.parameters()} | {id(p) for p in gen.dec_shared.parameters()}
+    assert len(list(gen.enc_shared)) == 2 and len(list(gen.dec_shared)) == 2
+    for side in (gen.enc_a, gen.enc_b, gen.dec_a, gen.dec_b):
+        assert shared_ids & {id(p) for p in side.parameters()}
+    # private parts are disjoint between the domains
+    private_a = {id(p) for p in gen.enc_a.private.parameters()} | {id(p) for p in gen.enc_a.front.parameters()}
+    private_b = {id(p) for p in gen.enc_b.private.parameters()} | {id(p) for p in gen.enc_b.front.parameters()}
+    assert not private_a & private_b
+
+
+@pytest.mark.parametrize("domain", ["a", "b"])
+def test_shared_blocks_get_gradients_from_each_domain(domain):
+    torch.manual_seed(0)
+    gen = UNITGenerator(small_model())
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    loss = l1_loss(gen.decode(gen.encode(x, domain), domain), x)
+    loss.backward()
+    for module in (gen.enc_shared, gen.dec_shared):
+        for parameter in module.parameters():
+            assert parameter.grad is not None and parameter.grad.abs().sum() > 0
+    other = "b" if domain == "a" else "a"
+    other_front = (gen.enc_a if other == "a" else gen.enc_b).front
+    assert all(p.grad is None for p in other_front.parameters())
+
+
+def test_no_weight_sharing_ablation_has_no_common_parameters():
+    shared = UNITGenerator(small_model("model.n_shared=1"))
+    separate = UNITGenerator(small_model("model.n_shared=0"))
+    assert len(list(separate.enc_shared.parameters())) == 0
+    enc_a = {id(p) for p in separate.enc_a.parameters()}
+    assert not enc_a & {id(p) for p in separate.enc_b.parameters()}
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731 - parameters() de-duplicates shared tensors
+    block = count(shared.enc_shared)
+    assert count(separate) - count(shared) == 2 * block  # one extra private block per side, encoder and decoder
+
+
+def test_shapes_of_streams_and_discriminator_outputs():
+    cfg = small_model("model.dis_scales=3", "model.channels_b=1")
+    gen, dis = UNITGenerator(cfg), UNITDiscriminators(cfg)
+    x_a, x_b = torch.randn(2, 3, 32, 32), torch.randn(2, 1, 32, 32)
+    streams = gen(x_a, x_b)
+    assert streams["mu_a"].shape == (2, 32, 8, 8)
+    assert streams["x_ab"].shape == x_b.shape and streams["x_ba"].shape == x_a.shape
+    assert streams["x_aba"].shape == x_a.shape and streams["x_bab"].shape == x_b.shape
+    assert streams["x_ab"].abs().max() <= 1
+    out_a, out_b = dis(x_a, x_b)
+    assert [o.shape[-1] for o in out_a] == [4, 2, 1]
+    assert len(out_b) == 3
+
+
+def test_eval_mode_uses_the_latent_mean():
+    gen = UNITGenerator(small_model()).eval()
+    x = torch.randn(1, 3, 16, 16)
+    assert torch.equal(gen.translate(x, "a", "b"), gen.translate(x, "a", "b"))
+    gen.train()
+    mu = torch.zeros(1, 4)
+    assert not torch.equal(gen.sample(mu), mu)
+
+
+def test_kl_and_l1_by_hand():
+    assert kl_loss(torch.tensor([[1.0, -2.0], [0.0, 3.0]])).item() == pytest.approx(3.5)
+    assert l1_loss(torch.tensor([0.0, 0.5]), torch.tensor([1.0, -0.5])).item() == pytest.approx(1.0)
+
+
+def softplus(v: float) -> float:
+    return math.log1p(math.exp(v))
+
+
+@pytest.mark.parametrize(
+    "mode, real, fake, expected",
+    [
+        ("bce", [2.0], [-1.0], softplus(-2.0) + softplus(-1.0)),
+        ("lsgan", [2.0, 0.0], [1.0, -1.0], 1.0 + 1.0),
+        ("hinge", [2.0, 0.5], [-2.0, 0.0], 0.25 + 0.5),
+    ],
+)
+def test_discriminator_loss_by_hand(mode, real, fake, expected):
+    value = discriminator_loss([torch.tensor(real)], [torch.tensor(fake)], mode)
+    assert value.item() == pytest.approx(expected, rel=1e-6)
+    # two scales add up
+    twice = discriminator_loss([torch.tensor(real)] * 2, [torch.tensor(fake)] * 2, mode)
+    assert twice.item() == pytest.approx(2 * expected, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "mode, fake, expected",
+    [("bce", [0.0], math.log(2.0)), ("lsgan", [1.0, 3.0], 2.0), ("hinge", [1.0, 3.0], -2.0)],
+)
+def test_generator_gan_loss_by_hand(mode, fake, expected):
+    assert generator_gan_loss([torch.tensor(fake)], mode).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_generator_objective_weights_every_term_by_its_lambda():
+    cfg = load_config(None, ["model.width=8", "model.dis_width=8", "model.dis_layers=3",
+                             "loss.gan=1", "loss.kl=2", "loss.recon=3", "loss.kl_cycle=4", "loss.cycle=5"])
+    trainer = UNITTrainer(cfg)
+    x_a, x_b = torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2)
+    full = lambda v: torch.full((1, 1, 2, 2), v)  # noqa: E731
+    streams = {"mu_a": full(1.0), "mu_b": full(2.0), "mu_ab": full(3.0), "mu_ba": full(0.0),
+               "x_aa": full(0.5), "x_bb": full(-0.25), "x_aba": full(0.1), "x_bab": full(-0.2)}
+    fake_a, fake_b = [torch.tensor([0.0])], [torch.tensor([0.0])]
+    terms = trainer.generator_terms(x_a, x_b, streams, fake_a, fake_b)
+    expected = {
+        "gan_a": math.log(2), "gan_b": math.log(2), "kl_a": 1.0, "kl_b": 4.0, "recon_a": 0.5, "recon_b": 0.25,
+        "kl_cycle_a": 1.0 + 9.0, "kl_cycle_b": 4.0 + 0.0, "cycle_a": 0.1, "cycle_b": 0.2,
+    }
+    assert {k: pytest.approx(v, rel=1e-6) for k, v in expected.items()} == {k: t.item() for k, t in terms.items()}
+    lambdas = {"gan": 1, "kl": 2, "recon": 3, "kl_cycle": 4, "cycle": 5}
+    for name in terms:
+        assert trainer.term_weight(name) == lambdas[name.rsplit("_", 1)[0]]
+    total = sum(trainer.term_weight(n) * t for n, t in terms.items()).item()
+    assert total == pytest.approx(2 * math.log(2) + 2 * 5 + 3 * 0.75 + 4 * 14 + 5 * 0.3, rel=1e-6)
+
+
+def test_cycle_terms_vanish_when_switched_off():
+    cfg = load_config(None, ["model.width=8", "model.dis_width=8", "model.dis_layers=3", "loss.cycle=0", "loss.kl_cycle=0"])
+    trainer = UNITTrainer(cfg)
+    losses = trainer.train_step(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16))
+    assert "gen/cycle_a" not in losses and "gen/recon_a" in losses

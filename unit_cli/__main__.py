@@ -1,0 +1,5 @@
+import sys
+
+from unit_cli.main import main
+
+sys.exit(main())

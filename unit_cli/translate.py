@@ -1,0 +1,90 @@
+"""``unit translate``: apply F_{a->b} or F_{b->a} of a trained model to image files or folders."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from pathlib import Path
+
+from PIL import Image, ImageOps
+from tqdm import tqdm
+
+from unit_core.images import list_images
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "translate",
+        help="translate images with a trained model",
+        description="Translate images of any size; outputs keep the input's size and relative path, as PNG.",
+    )
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint written by unit train")
+    parser.add_argument("--direction", choices=("a2b", "b2a"), required=True)
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--batch-size", type=int, default=8, help="images of equal size translated together")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.set_defaults(func=run)
+
+
+def collect_inputs(inputs: list[Path]) -> list[tuple[Path, Path]]:
+    """(file, output path relative to --out) for every input file and every image inside input folders."""
+    from unit_cli.errors import UserError
+
+    pairs = []
+    for item in inputs:
+        if item.is_dir():
+            files = list_images(item)
+            if not files:
+                raise UserError(f"{item}: folder holds no images")
+            pairs += [(f, f.relative_to(item).with_suffix(".png")) for f in files]
+        elif item.is_file():
+            pairs.append((item, Path(item.name).with_suffix(".png")))
+        else:
+            raise UserError(f"{item}: no such file or folder")
+    seen: dict[Path, Path] = {}
+    for source, relative in pairs:
+        if relative in seen:
+            raise UserError(f"{source} and {seen[relative]} would both be written to {relative}")
+        seen[relative] = source
+    return pairs
+
+
+def read_images(pairs: list[tuple[Path, Path]], failures: list[str]) -> Iterator[tuple[Path, Image.Image]]:
+    for source, relative in pairs:
+        try:
+            with Image.open(source) as handle:
+                image = ImageOps.exif_transpose(handle)
+                image.load()
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            failures.append(f"{source}: cannot read image: {exc}")
+            continue
+        yield relative, image
+
+
+def run(args: argparse.Namespace) -> int:
+    from unit_cli.errors import UserError
+    from unit_core.checkpoint import CheckpointError
+    from unit_core.translate import Translator, batches_by_size
+
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    pairs = collect_inputs(args.inputs)
+    try:
+        translator = Translator.from_checkpoint(args.checkpoint, args.device)
+    except (CheckpointError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    failures: list[str] = []
+    with tqdm(total=len(pairs), unit="image") as bar:
+        for batch in batches_by_size(read_images(pairs, failures), args.batch_size):
+            outputs = translator.translate_images([image for _, image in batch], args.direction)
+            for (relative, _), output in zip(batch, outputs, strict=True):
+                target = args.out / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                output.save(target, format="PNG")
+            bar.update(len(batch))
+        bar.update(len(failures))
+    for failure in failures:
+        print(f"unit translate: skipped {failure}")
+    print(f"unit translate: wrote {len(pairs) - len(failures)} image(s) to {args.out}")
+    return 1 if failures else 0

@@ -1,0 +1,198 @@
+"""The one typed configuration of the project, loaded from ``params.yaml``.
+
+Every stage (command line, DVC, Prefect, Ray workers) builds a :class:`UnitConfig`
+from the same file and passes the object on; nothing downstream reads raw dicts.
+Unknown keys and bad values are errors that name the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is wrong; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    """Architecture of the two VAE-GANs (paper, appendix Table 4; NIPS code defaults)."""
+
+    channels_a: Literal[1, 3] = 3
+    channels_b: Literal[1, 3] = 3
+    width: int = Field(64, ge=1, description="channels of the first encoder conv; doubled by each of the 2 downsamplings")
+    res_blocks: int = Field(4, ge=1, description="residual blocks in each encoder and in each generator, shared ones included")
+    n_shared: int = Field(1, ge=0, description="innermost residual blocks shared by E1/E2 and by G1/G2; 0 = no weight sharing")
+    leaky_slope: float = Field(0.2, ge=0.0, lt=1.0)
+    padding: Literal["zeros", "reflect"] = "zeros"
+    dis_width: int = Field(64, ge=1)
+    dis_layers: int = Field(5, ge=1, description="stride-2 conv layers of each discriminator (paper: 5)")
+    dis_max_width: int = Field(1024, ge=1)
+    dis_scales: int = Field(1, ge=1, description=">1: multi-scale discriminator on average-pooled copies")
+
+    @model_validator(mode="after")
+    def _shared_fits(self) -> "ModelConfig":
+        if self.n_shared > self.res_blocks:
+            raise ValueError(f"n_shared ({self.n_shared}) cannot exceed res_blocks ({self.res_blocks})")
+        return self
+
+
+class LossConfig(_Section):
+    """Loss weights by name: lambda0..lambda4 of the paper's eq. (2)-(8)."""
+
+    gan_mode: Literal["bce", "lsgan", "hinge"] = "bce"
+    gan: float = Field(10.0, ge=0.0, description="lambda0, GAN terms on translated images")
+    kl: float = Field(0.1, ge=0.0, description="lambda1, KL of the reconstruction streams")
+    recon: float = Field(100.0, ge=0.0, description="lambda2, L1 of the reconstruction streams")
+    kl_cycle: float = Field(0.1, ge=0.0, description="lambda3, KL of the cycle streams")
+    cycle: float = Field(100.0, ge=0.0, description="lambda4, L1 of the cycle streams; 0 with kl_cycle 0 = no cycle")
+
+
+class OptimConfig(_Section):
+    lr: float = Field(1e-4, gt=0.0)
+    beta1: float = Field(0.5, ge=0.0, lt=1.0)
+    beta2: float = Field(0.999, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    lr_policy: Literal["constant", "step", "linear"] = "constant"
+    lr_step_size: int = Field(100_000, ge=1, description="step policy: multiply lr by lr_gamma every this many steps")
+    lr_gamma: float = Field(0.5, gt=0.0, le=1.0)
+    lr_decay_start: int = Field(0, ge=0, description="linear policy: lr decays linearly to 0 from this step to max_steps")
+    fused: bool = Field(False, description="fused Adam kernels (CUDA)")
+
+
+class DataConfig(_Section):
+    root: str = Field("data/demo/street", description="data set folder: <root>/<domain>/<split>/ or the CycleGAN layout <root>/trainA/")
+    domain_a: str = Field("day", min_length=1, description="domain folder name of x1 (CycleGAN layout: the letter A)")
+    domain_b: str = Field("night", min_length=1, description="domain folder name of x2 (CycleGAN layout: the letter B)")
+    image_size: int = Field(128, ge=4, description="side of the square training crop; a multiple of 4")
+    load_size: int = Field(0, ge=0, description="resize the shorter side to this before cropping; 0 = image_size")
+    flip: bool = True
+    loader_workers: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _sizes(self) -> "DataConfig":
+        if self.image_size % 4:
+            raise ValueError(f"image_size ({self.image_size}) must be a multiple of 4 (two stride-2 layers)")
+        if self.load_size and self.load_size < self.image_size:
+            raise ValueError(f"load_size ({self.load_size}) must be 0 or at least image_size ({self.image_size})")
+        return self
+
+
+class TrainConfig(_Section):
+    out_dir: str = "runs/street-scenes"
+    max_steps: int = Field(100_000, ge=1)
+    batch_size: int = Field(1, ge=1, description="images per domain per step (per worker when distributed)")
+    checkpoint_every: int = Field(1000, ge=1)
+    keep_checkpoints: int = Field(3, ge=1, description="numbered checkpoints kept besides latest.pt")
+    sample_count: int = Field(4, ge=1, description="images per domain in the sample grid saved with each checkpoint")
+    log_every: int = Field(50, ge=1)
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False
+    deterministic: bool = False
+    compile: bool = Field(False, description="torch.compile the networks (falls back to eager if compilation fails)")
+
+
+class UnitConfig(_Section):
+    seed: int = 0
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def flat(self) -> dict[str, Any]:
+        """``{"model.width": 64, ...}``: for experiment trackers and ``dvc params``."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    walk(f"{prefix}.{key}" if prefix else key, item)
+            else:
+                out[prefix] = value
+
+        walk("", self.to_dict())
+        return out
+
+
+def _format_errors(source: str, error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{source}: {key}: {message}")
+    return "\n".join(lines)
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value, e.g. train.max_steps=100")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML: {exc}") from exc
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings (values parsed as YAML) to a raw config dict."""
+    for text in overrides:
+        parts, value = _parse_override(text)
+        node = data
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {part} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def config_from_dict(data: dict[str, Any], source: str = "configuration") -> UnitConfig:
+    try:
+        return UnitConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(source, exc)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> UnitConfig:
+    """Load and validate ``params.yaml`` (or the defaults when ``path`` is None)."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
+        data = loaded
+    if overrides:
+        data = apply_overrides(data, overrides)
+        source += " (with --set overrides)"
+    return config_from_dict(data, source)

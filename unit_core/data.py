@@ -1,0 +1,133 @@
+"""Unpaired training data: two image folders read as a deterministic stream of samples.
+
+Sample number ``g`` of the run (counted over all steps, workers and batch slots) is a
+pure function of ``(seed, g)``: which image of each domain (a fresh permutation per
+pass over the folder), the crop offset and the flip. Resuming at step ``s`` therefore
+continues the exact stream without saving any loader state, and distributed workers
+take disjoint interleaved parts of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+
+from unit_core.config import DataConfig
+from unit_core.images import IMAGE_EXTENSIONS, list_images, load_image, pil_to_tensor
+
+
+def domain_folder(root: str | Path, domain: str, split: str) -> Path:
+    """``<root>/<domain>/<split>`` (ingestion layout) or ``<root>/<split><domain>`` (CycleGAN layout)."""
+    root = Path(root)
+    for candidate in (root / domain / split, root / f"{split}{domain}"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(
+        f"{root}: no folder for domain {domain!r}, split {split!r}: expected {root / domain / split} "
+        f"or {root / (split + domain)}"
+    )
+
+
+def domain_images(root: str | Path, domain: str, split: str) -> list[Path]:
+    folder = domain_folder(root, domain, split)
+    files = list_images(folder)
+    if not files:
+        raise FileNotFoundError(f"{folder}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return files
+
+
+class _Permutations:
+    """Index of the g-th sample of one domain: a new seeded permutation per pass over the files."""
+
+    def __init__(self, count: int, seed: int, stream: int):
+        self.count, self.seed, self.stream = count, seed, stream
+        self._permutation = lru_cache(maxsize=4)(self._make)
+
+    def _make(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, self.stream, epoch]).permutation(self.count)
+
+    def __call__(self, sample: int) -> int:
+        epoch, position = divmod(sample, self.count)
+        return int(self._permutation(epoch)[position])
+
+
+def resize_and_crop(image: Image.Image, load_size: int, crop: int, rng: np.random.Generator | None, flip: bool) -> Image.Image:
+    """Resize the shorter side to ``load_size``, crop ``crop``x``crop`` (random if ``rng``, else centred), maybe flip."""
+    width, height = image.size
+    scale = load_size / min(width, height)
+    new_size = (max(crop, round(width * scale)), max(crop, round(height * scale)))
+    if new_size != image.size:
+        image = image.resize(new_size, Image.Resampling.BICUBIC)
+    width, height = image.size
+    if rng is None:
+        left, top = (width - crop) // 2, (height - crop) // 2
+    else:
+        left, top = int(rng.integers(0, width - crop + 1)), int(rng.integers(0, height - crop + 1))
+    image = image.crop((left, top, left + crop, top + crop))
+    if flip and rng is not None and rng.random() < 0.5:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return image
+
+
+class UnpairedSamples(Dataset):
+    """``dataset[g]`` = (x_a, x_b) for global sample number g; see the module docstring."""
+
+    def __init__(self, files_a: list[Path], files_b: list[Path], data: DataConfig, channels: tuple[int, int], seed: int):
+        self.files = (files_a, files_b)
+        self.data = data
+        self.channels = channels
+        self.seed = seed
+        self.order = (_Permutations(len(files_a), seed, 0), _Permutations(len(files_b), seed, 1))
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def load(self, domain: int, sample: int) -> torch.Tensor:
+        path = self.files[domain][self.order[domain](sample)]
+        rng = np.random.default_rng([self.seed, 2 + domain, sample])
+        image = load_image(path, self.channels[domain])
+        crop = self.data.image_size
+        image = resize_and_crop(image, self.data.load_size or crop, crop, rng, self.data.flip)
+        return pil_to_tensor(image)
+
+    def __getitem__(self, sample: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.load(0, sample), self.load(1, sample)
+
+
+class StepSampler(Sampler[int]):
+    """Global sample numbers for steps ``start_step..max_steps-1`` of one worker (rank) of ``world_size``."""
+
+    def __init__(self, start_step: int, max_steps: int, batch_size: int, rank: int = 0, world_size: int = 1):
+        self.start_step, self.max_steps = start_step, max_steps
+        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
+
+    def __iter__(self) -> Iterator[int]:
+        for step in range(self.start_step, self.max_steps):
+            first = (step * self.world_size + self.rank) * self.batch_size
+            yield from range(first, first + self.batch_size)
+
+    def __len__(self) -> int:
+        return max(0, self.max_steps - self.start_step) * self.batch_size
+
+
+def fixed_samples(root: str | Path, domain: str, channels: int, data: DataConfig, count: int) -> torch.Tensor:
+    """The first ``count`` images of the test split (train if none), centre-cropped: for sample grids."""
+    try:
+        files = domain_images(root, domain, "test")
+    except FileNotFoundError:
+        try:
+            files = domain_images(root, domain, "test_paired")
+        except FileNotFoundError:
+            files = domain_images(root, domain, "train")
+    crop = data.image_size
+    tensors = [
+        pil_to_tensor(resize_and_crop(load_image(path, channels), data.load_size or crop, crop, None, False))
+        for path in files[:count]
+    ]
+    return torch.stack(tensors)

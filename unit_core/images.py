@@ -1,0 +1,81 @@
+"""Image conversions between files, PIL, and network tensors in [-1, 1]; sample grids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside or below ``folder``, in a stable (sorted) order."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def to_mode(image: Image.Image, channels: int) -> Image.Image:
+    """Convert any PIL mode (16-bit, palette, CMYK, RGBA, ...) to 'L' (1 channel) or 'RGB' (3)."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if array.max(initial=0) > 255 else 255.0
+        image = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Composite on white: transparent areas would otherwise come out as arbitrary colours.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("L" if channels == 1 else "RGB")
+
+
+def load_image(path: Path, channels: int) -> Image.Image:
+    try:
+        with Image.open(path) as handle:
+            handle.load()
+            return to_mode(handle, channels)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"{path}: cannot read image: {exc}") from None
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """PIL 'L' or 'RGB' -> float tensor (C, H, W) in [-1, 1]."""
+    array = np.asarray(image, dtype=np.float32)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array.transpose(2, 0, 1).copy()).div_(127.5).sub_(1.0)
+
+
+def tensor_to_uint8(tensor: torch.Tensor) -> np.ndarray:
+    """(C, H, W) in [-1, 1] -> (H, W, C) uint8, rounding to nearest."""
+    array = tensor.detach().float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).cpu().numpy()
+    return array.transpose(1, 2, 0)
+
+
+def tensor_to_pil(tensor: torch.Tensor) -> Image.Image:
+    array = tensor_to_uint8(tensor)
+    return Image.fromarray(array[:, :, 0], "L") if array.shape[2] == 1 else Image.fromarray(array, "RGB")
+
+
+def save_grid(rows: list[list[torch.Tensor]], path: Path, gap: int = 2) -> Path:
+    """Save a grid of (C, H, W) tensors (rows of equal-size images) as one RGB PNG, atomically."""
+    tiles = [[tensor_to_uint8(t) for t in row] for row in rows]
+    height = max(tile.shape[0] for row in tiles for tile in row)
+    width = max(tile.shape[1] for row in tiles for tile in row)
+    columns = max(len(row) for row in tiles)
+    canvas = np.full(
+        (len(tiles) * (height + gap) - gap, columns * (width + gap) - gap, 3), 255, dtype=np.uint8
+    )
+    for r, row in enumerate(tiles):
+        for c, tile in enumerate(row):
+            if tile.shape[2] == 1:
+                tile = np.repeat(tile, 3, axis=2)
+            y, x = r * (height + gap), c * (width + gap)
+            canvas[y : y + tile.shape[0], x : x + tile.shape[1]] = tile
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(canvas).save(temp, format="PNG")
+    temp.replace(path)
+    return path

@@ -1,0 +1,173 @@
+"""The training loop: data stream, periodic logs, checkpoints and sample grids, resume.
+
+Outside concerns (experiment tracking, distributed reporting) plug in through
+:class:`TrainingCallback`; this module knows nothing of them.
+
+Run folder layout::
+
+    <train.out_dir>/config.yaml                  the validated configuration of the run
+    <train.out_dir>/train_log.jsonl              one line of losses and speed every log_every steps
+    <train.out_dir>/checkpoints/step_00001000.pt numbered checkpoints (the last keep_checkpoints kept)
+    <train.out_dir>/checkpoints/latest.pt        the newest checkpoint
+    <train.out_dir>/samples/step_00001000.png    input | reconstruction | translation | cycle grids
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+import yaml
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from unit_core.checkpoint import CheckpointError, atomic_torch_save, link_or_copy_atomic, load_checkpoint, make_checkpoint
+from unit_core.config import UnitConfig
+from unit_core.data import StepSampler, UnpairedSamples, domain_images, fixed_samples
+from unit_core.images import save_grid
+from unit_core.trainer import UNITTrainer, resolve_device, set_deterministic
+
+
+class TrainingCallback(Protocol):
+    def on_log(self, step: int, metrics: dict[str, float]) -> None: ...
+
+    def on_checkpoint(self, step: int, checkpoint: Path, grid: Path) -> None: ...
+
+
+@dataclass
+class TrainingResult:
+    out_dir: Path
+    step: int
+    checkpoint: Path
+    grid: Path
+    last_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def run_paths(out_dir: Path) -> dict[str, Path]:
+    return {
+        "config": out_dir / "config.yaml",
+        "log": out_dir / "train_log.jsonl",
+        "checkpoints": out_dir / "checkpoints",
+        "latest": out_dir / "checkpoints" / "latest.pt",
+        "samples": out_dir / "samples",
+    }
+
+
+def check_same_model(cfg: UnitConfig, checkpoint_config: dict, source: Path) -> None:
+    saved = checkpoint_config.get("model", {})
+    current = cfg.model.model_dump(mode="json")
+    differing = sorted(key for key in current if saved.get(key) != current[key])
+    if differing:
+        details = ", ".join(f"model.{key}: checkpoint {saved.get(key)!r} vs params {current[key]!r}" for key in differing)
+        raise CheckpointError(f"{source}: the checkpoint's architecture differs from the configuration: {details}")
+
+
+def _truncate_log(log: Path, after_step: int) -> None:
+    """Drop log lines past the resumed step so the log reads as one continuous run."""
+    if not log.exists():
+        return
+    kept = [line for line in log.read_text(encoding="utf-8").splitlines() if line and json.loads(line)["step"] <= after_step]
+    log.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+def _prune(checkpoint_dir: Path, keep: int) -> None:
+    numbered = sorted(checkpoint_dir.glob("step_*.pt"))
+    for old in numbered[:-keep]:
+        old.unlink(missing_ok=True)
+
+
+def save_training_state(trainer: UNITTrainer, paths: dict[str, Path], keep: int, fixed: tuple[torch.Tensor, torch.Tensor]) -> tuple[Path, Path]:
+    """Write the numbered checkpoint + latest.pt and the sample grid of the current step."""
+    name = f"step_{trainer.step:08d}"
+    payload = make_checkpoint(trainer.cfg.to_dict(), trainer.step, trainer.state_dict())
+    checkpoint = atomic_torch_save(payload, paths["checkpoints"] / f"{name}.pt")
+    link_or_copy_atomic(checkpoint, paths["latest"])
+    _prune(paths["checkpoints"], keep)
+    grid = save_grid(trainer.sample_rows(*fixed), paths["samples"] / f"{name}.png")
+    return checkpoint, grid
+
+
+def fit(
+    cfg: UnitConfig,
+    resume: bool | str | Path = False,
+    callbacks: tuple[TrainingCallback, ...] = (),
+    progress: bool = True,
+) -> TrainingResult:
+    """Train single-process from scratch or from a checkpoint (``True``: the run's latest.pt)."""
+    out_dir = Path(cfg.train.out_dir)
+    paths = run_paths(out_dir)
+    device = resolve_device(cfg.train.device)
+    set_deterministic(cfg.train.deterministic)
+
+    data = cfg.data
+    files_a = domain_images(data.root, data.domain_a, "train")
+    files_b = domain_images(data.root, data.domain_b, "train")
+    channels = (cfg.model.channels_a, cfg.model.channels_b)
+    fixed = (
+        fixed_samples(data.root, data.domain_a, channels[0], data, cfg.train.sample_count),
+        fixed_samples(data.root, data.domain_b, channels[1], data, cfg.train.sample_count),
+    )
+
+    trainer = UNITTrainer(cfg, device)
+    if resume:
+        source = paths["latest"] if resume is True else Path(resume)
+        payload = load_checkpoint(source, map_location=device)
+        check_same_model(cfg, payload["config"], source)
+        trainer.load_state_dict(payload)
+        _truncate_log(paths["log"], trainer.step)
+    elif paths["latest"].exists():
+        raise CheckpointError(
+            f"{out_dir}: already holds a run (checkpoints/latest.pt); resume it with --resume "
+            f"or choose another train.out_dir"
+        )
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths["config"].write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+
+    loader = DataLoader(
+        UnpairedSamples(files_a, files_b, data, channels, cfg.seed),
+        batch_size=cfg.train.batch_size,
+        sampler=StepSampler(trainer.step, cfg.train.max_steps, cfg.train.batch_size),
+        num_workers=data.loader_workers,
+        # Its own generator: creating the iterator would otherwise draw from the global
+        # RNG, whose state a resumed run has just restored for the latent noise.
+        generator=torch.Generator().manual_seed(cfg.seed),
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    checkpoint, grid = paths["latest"], paths["samples"]
+    metrics: dict[str, float] = {}
+    sums: dict[str, torch.Tensor] = {}
+    window_steps, window_start = 0, time.perf_counter()
+    bar = tqdm(total=cfg.train.max_steps, initial=trainer.step, disable=not progress, unit="step", dynamic_ncols=True)
+    with bar, paths["log"].open("a", encoding="utf-8") as log:
+        for x_a, x_b in loader:
+            losses = trainer.train_step(x_a, x_b)
+            for name, value in losses.items():
+                sums[name] = sums[name] + value if name in sums else value.clone()
+            window_steps += 1
+            bar.update(1)
+            step = trainer.step
+            if step % cfg.train.log_every == 0 or step == cfg.train.max_steps:
+                elapsed = time.perf_counter() - window_start
+                metrics = {name: float(total) / window_steps for name, total in sums.items()}
+                metrics["pairs_per_sec"] = window_steps * cfg.train.batch_size / max(elapsed, 1e-9)
+                metrics["lr"] = trainer.last_lr
+                log.write(json.dumps({"step": step, **metrics}) + "\n")
+                log.flush()
+                bar.set_postfix(
+                    G=f"{metrics['gen/total']:.3f}", D=f"{metrics['dis/total']:.3f}",
+                    recon=f"{metrics['gen/recon_a']:.3f}", pairs_s=f"{metrics['pairs_per_sec']:.2f}",
+                )
+                for callback in callbacks:
+                    callback.on_log(step, metrics)
+                sums, window_steps, window_start = {}, 0, time.perf_counter()
+            if step % cfg.train.checkpoint_every == 0 or step == cfg.train.max_steps:
+                checkpoint, grid = save_training_state(trainer, paths, cfg.train.keep_checkpoints, fixed)
+                for callback in callbacks:
+                    callback.on_checkpoint(step, checkpoint, grid)
+    return TrainingResult(out_dir=out_dir, step=trainer.step, checkpoint=checkpoint, grid=grid, last_metrics=metrics)
