@@ -100,6 +100,37 @@ class TrainConfig(_Section):
     compile: bool = Field(False, description="torch.compile the networks (falls back to eager if compilation fails)")
 
 
+class DistributedConfig(_Section):
+    """Ray Train settings (used by ``unit train --workers N`` and the pipeline)."""
+
+    workers: int = Field(1, ge=1, description="training workers (DDP ranks); 1 = single process, no Ray")
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    gpus_per_worker: float = Field(1.0, ge=0.0, description="only with use_gpu")
+    storage_path: str = Field("runs/ray", description="Ray Train storage: a local folder or s3://bucket/prefix")
+    storage_endpoint_url: str = Field("", description="S3-compatible endpoint for an s3:// storage_path; empty = AWS")
+    max_failures: int = Field(2, ge=-1, description="restarts from the latest checkpoint after a worker dies; -1 = unlimited")
+
+
+class EvaluationConfig(_Section):
+    """``unit evaluate``: which test data and which metrics."""
+
+    split: str = Field("test_paired", min_length=1, description="split of data.root to evaluate on")
+    pixel_tolerance: int = Field(16, ge=0, le=255, description="paired pixel accuracy: |colour - truth| <= this, every channel")
+    report_images: int = Field(8, ge=0, description="images per direction in the visual report")
+    inception_weights: str = Field("", description="Inception weights file for KID/FID; empty = skip those metrics")
+
+
+class TrackingConfig(_Section):
+    """MLflow experiment tracking and model registry."""
+
+    tracking_uri: str = Field("", description="MLflow tracking URI; empty = MLFLOW_TRACKING_URI or the local ./mlruns")
+    experiment: str = Field("street-scenes", min_length=1)
+    registered_model: str = Field("unit-street-scenes", min_length=1)
+    primary_metric: str = Field("a2b/pixel_accuracy", min_length=1, description="evaluation metric deciding the champion alias")
+    higher_is_better: bool = True
+
+
 class UnitConfig(_Section):
     seed: int = 0
     model: ModelConfig = ModelConfig()
@@ -107,6 +138,9 @@ class UnitConfig(_Section):
     optim: OptimConfig = OptimConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
+    distributed: DistributedConfig = DistributedConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
