@@ -140,3 +140,11 @@ def test_cycle_terms_vanish_when_switched_off():
     trainer = UNITTrainer(cfg)
     losses = trainer.train_step(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16))
     assert "gen/cycle_a" not in losses and "gen/recon_a" in losses
+
+
+def test_instance_norm_matches_torch_instance_norm():
+    from unit_core.networks import instance_norm
+
+    x = torch.randn(3, 16, 9, 7) * 5 + 2
+    expected = torch.nn.functional.instance_norm(x, eps=1e-5)
+    assert torch.allclose(instance_norm(16)(x), expected, atol=1e-5)

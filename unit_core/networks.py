@@ -21,17 +21,27 @@ from unit_core.config import ModelConfig
 DOMAINS = ("a", "b")
 
 
+def instance_norm(channels: int) -> nn.GroupNorm:
+    """Instance norm without affine parameters, as the paper's code.
+
+    GroupNorm with one group per channel is the same normalisation (per sample and
+    channel over H x W, same eps); its fused kernels run several times faster than
+    InstanceNorm2d, which reshapes into a batch norm with copies, and it keeps channels_last.
+    """
+    return nn.GroupNorm(channels, channels, eps=1e-5, affine=False)
+
+
 class ResBlock(nn.Module):
-    """conv3x3-IN-LeakyReLU-conv3x3-IN plus identity (instance norm, no affine, as the paper's code)."""
+    """conv3x3-IN-LeakyReLU-conv3x3-IN plus identity."""
 
     def __init__(self, channels: int, slope: float, padding_mode: str):
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(channels, channels, 3, 1, 1, padding_mode=padding_mode),
-            nn.InstanceNorm2d(channels),
+            instance_norm(channels),
             nn.LeakyReLU(slope, inplace=True),
             nn.Conv2d(channels, channels, 3, 1, 1, padding_mode=padding_mode),
-            nn.InstanceNorm2d(channels),
+            instance_norm(channels),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -87,8 +88,8 @@ class UNITTrainer:
         self.gen_forward: Callable[..., Any] = self.gen
         self.dis_forward: Callable[..., Any] = self.dis
         if cfg.train.compile:
-            self.gen_forward = _compiled_or_eager(self.gen)
-            self.dis_forward = _compiled_or_eager(self.dis)
+            self.gen_forward = _CompiledOrEager(self.gen)
+            self.dis_forward = _CompiledOrEager(self.dis)
 
         o = cfg.optim
         fused = o.fused and self.device.type == "cuda"
@@ -232,7 +233,7 @@ class UNITTrainer:
         self.step = int(payload["step"])
 
 
-class _compiled_or_eager:
+class _CompiledOrEager:
     """``torch.compile`` a module, falling back to eager if compilation fails at the first call."""
 
     def __init__(self, module: nn.Module):
@@ -244,8 +245,6 @@ class _compiled_or_eager:
             try:
                 return self.compiled(*args, **kwargs)
             except Exception as exc:  # compilation errors come in many types; eager is always correct
-                import warnings
-
                 warnings.warn(f"torch.compile failed ({type(exc).__name__}: {exc}); continuing in eager mode")
                 self.compiled = None
         return self.module(*args, **kwargs)

@@ -139,7 +139,8 @@ def fit(
         pin_memory=device.type == "cuda",
         persistent_workers=False,
     )
-    checkpoint, grid = paths["latest"], paths["samples"]
+    # Unchanged if no step is left to run (resuming a finished run).
+    checkpoint, grid = paths["latest"], paths["samples"] / f"step_{trainer.step:08d}.png"
     metrics: dict[str, float] = {}
     sums: dict[str, torch.Tensor] = {}
     window_steps, window_start = 0, time.perf_counter()
