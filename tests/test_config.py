@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from unit_core.config import ConfigError, UnitConfig, load_config
 
@@ -14,6 +15,13 @@ REPO = Path(__file__).resolve().parents[1]
 def test_repository_params_match_the_defaults_of_the_paper():
     cfg = load_config(REPO / "params.yaml")
     assert cfg == UnitConfig(), "params.yaml and the typed defaults disagree"
+    # every setting is spelled out in params.yaml, so DVC tracks it
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert set(raw) == set(UnitConfig.model_fields)
+    for section, fields in raw.items():
+        if isinstance(fields, dict):
+            expected = set(type(getattr(cfg, section)).model_fields)
+            assert set(fields) == expected, f"params.yaml {section}: missing {expected - set(fields)}"
     assert (cfg.loss.gan, cfg.loss.kl, cfg.loss.recon, cfg.loss.kl_cycle, cfg.loss.cycle) == (10, 0.1, 100, 0.1, 100)
     assert (cfg.optim.lr, cfg.optim.beta1, cfg.optim.beta2) == (1e-4, 0.5, 0.999)
     assert (cfg.model.width, cfg.model.res_blocks, cfg.model.n_shared, cfg.model.dis_layers) == (64, 4, 1, 5)

@@ -148,3 +148,48 @@ def test_instance_norm_matches_torch_instance_norm():
     x = torch.randn(3, 16, 9, 7) * 5 + 2
     expected = torch.nn.functional.instance_norm(x, eps=1e-5)
     assert torch.allclose(instance_norm(16)(x), expected, atol=1e-5)
+
+
+def adaptation_trainer() -> UNITTrainer:
+    cfg = load_config(None, [
+        "model.width=8", "model.dis_width=8", "model.dis_layers=3", "model.dis_shared_layers=2", "model.num_classes=10",
+        "model.channels_a=1", "model.channels_b=1", "model.norm=batch", "model.n_shared=2", "model.res_blocks=2",
+        "loss.cycle=0", "loss.kl_cycle=0",
+    ])
+    return UNITTrainer(cfg)
+
+
+def test_adaptation_discriminators_tie_high_level_layers_and_classify_both_domains():
+    dis = adaptation_trainer().dis
+    d1, d2 = dis.dis_a.scales[0], dis.dis_b.scales[0]
+    assert d1.trunk is d2.trunk and d1.judge is d2.judge and len(d1.trunk) == 4  # 2 convs + 2 activations
+    assert not {id(p) for p in d1.front.parameters()} & {id(p) for p in d2.front.parameters()}
+    x = torch.randn(3, 1, 28, 28)
+    assert dis.classify(x, "a").shape == dis.classify(x, "b").shape == (3, 10)
+    dis.class_logits(d1.features(x)).sum().backward()
+    assert all(p.grad is not None for p in d1.trunk.parameters()) and all(p.grad is not None for p in d1.front.parameters())
+    assert all(p.grad is None for p in d2.front.parameters())
+
+
+def test_adaptation_step_losses_match_an_independent_computation():
+    trainer = adaptation_trainer()
+    x_a, x_b = torch.rand(4, 1, 28, 28) * 2 - 1, torch.rand(4, 1, 28, 28) * 2 - 1
+    labels = torch.tensor([0, 3, 7, 9])
+    torch.manual_seed(5)
+    streams = trainer.gen(x_a, x_b, with_cycle=False)
+    dis = trainer.dis
+    # reference, computed with the weights before the update
+    feats_a = dis.dis_a.scales[0].features(torch.cat([x_a, streams["x_ba"], streams["x_aa"]]))
+    feats_b = dis.dis_b.scales[0].features(torch.cat([x_b, streams["x_ab"], streams["x_bb"]]))
+    expected_feature = (l1_loss(feats_a[8:], feats_b[4:8]) + l1_loss(feats_a[4:8], feats_b[8:])).item()
+    expected_classifier = torch.nn.functional.cross_entropy(dis.class_logits(feats_a[:4]), labels).item()
+    losses = trainer.discriminator_step(x_a, x_b, streams, labels)
+    assert losses["dis/feature"].item() == pytest.approx(expected_feature, rel=1e-5)
+    assert losses["dis/classifier"].item() == pytest.approx(expected_classifier, rel=1e-5)
+    weights = trainer.cfg.loss
+    gan = losses["dis/a"] + losses["dis/b"]
+    total = weights.gan * gan + weights.classifier * losses["dis/classifier"] + weights.feature * losses["dis/feature"]
+    assert losses["dis/total"].item() == pytest.approx(total.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="needs labels"):
+        trainer.train_step(x_a, x_b)
+    assert "dis/accuracy_a" in trainer.train_step(x_a, x_b, labels)

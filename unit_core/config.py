@@ -32,15 +32,23 @@ class ModelConfig(_Section):
     n_shared: int = Field(1, ge=0, description="innermost residual blocks shared by E1/E2 and by G1/G2; 0 = no weight sharing")
     leaky_slope: float = Field(0.2, ge=0.0, lt=1.0)
     padding: Literal["zeros", "reflect"] = "zeros"
+    norm: Literal["instance", "batch"] = Field("instance", description="normalisation in residual blocks (the paper's digit networks used batch)")
     dis_width: int = Field(64, ge=1)
     dis_layers: int = Field(5, ge=1, description="stride-2 conv layers of each discriminator (paper: 5)")
     dis_max_width: int = Field(1024, ge=1)
     dis_scales: int = Field(1, ge=1, description=">1: multi-scale discriminator on average-pooled copies")
+    dis_shared_layers: int = Field(0, ge=0, description="last discriminator layers tied between D1 and D2 (domain adaptation)")
+    num_classes: int = Field(0, ge=0, description=">0: domain-adaptation variant, a classifier on the tied D features")
 
     @model_validator(mode="after")
     def _shared_fits(self) -> "ModelConfig":
         if self.n_shared > self.res_blocks:
             raise ValueError(f"n_shared ({self.n_shared}) cannot exceed res_blocks ({self.res_blocks})")
+        if self.dis_shared_layers >= self.dis_layers:
+            raise ValueError(
+                f"dis_shared_layers ({self.dis_shared_layers}) must be below dis_layers ({self.dis_layers}): "
+                f"each domain keeps at least its first layer"
+            )
         return self
 
 
@@ -53,6 +61,8 @@ class LossConfig(_Section):
     recon: float = Field(100.0, ge=0.0, description="lambda2, L1 of the reconstruction streams")
     kl_cycle: float = Field(0.1, ge=0.0, description="lambda3, KL of the cycle streams")
     cycle: float = Field(100.0, ge=0.0, description="lambda4, L1 of the cycle streams; 0 with kl_cycle 0 = no cycle")
+    classifier: float = Field(10.0, ge=0.0, description="domain adaptation: cross-entropy of the classifier on D1 features")
+    feature: float = Field(0.1, ge=0.0, description="domain adaptation: L1 between D features of generated pairs")
 
 
 class OptimConfig(_Section):
@@ -101,15 +111,41 @@ class TrainConfig(_Section):
 
 
 class DistributedConfig(_Section):
-    """Ray Train settings (used by ``unit train --workers N`` and the pipeline)."""
+    """Ray Train settings (``unit train --workers N`` and the pipeline); docs: infra/cluster/README.md.
+
+    Each worker is one DDP rank training on its own interleaved share of the sample stream,
+    so one step consumes ``workers x train.batch_size`` pairs per domain (the global batch)
+    and DDP averages the gradients over it: N workers with batch b make the same updates
+    as one process with batch N*b. ``optim.lr`` is used as given, never rescaled
+    automatically; the paper's 1e-4 was tuned at global batch 1. For Adam the usual rule
+    is square-root scaling (lr x sqrt(global batch)); GAN balance is fragile, so check the
+    sample grids when changing it, and divide ``train.max_steps`` by the global batch to
+    see the same number of images.
+    """
 
     workers: int = Field(1, ge=1, description="training workers (DDP ranks); 1 = single process, no Ray")
-    use_gpu: bool = False
+    use_gpu: bool = Field(False, description="one GPU per worker, NCCL; false = CPU workers, gloo. "
+                                             "Workers use the device Ray assigns (train.device is for 1 worker)")
     cpus_per_worker: float = Field(1.0, gt=0.0)
     gpus_per_worker: float = Field(1.0, ge=0.0, description="only with use_gpu")
-    storage_path: str = Field("runs/ray", description="Ray Train storage: a local folder or s3://bucket/prefix")
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="Ray placement of the workers: PACK fills a node first, SPREAD uses many nodes")
+    storage_path: str = Field("runs/ray", description="Ray Train storage: a folder (shared by all nodes) or s3://bucket/prefix")
     storage_endpoint_url: str = Field("", description="S3-compatible endpoint for an s3:// storage_path; empty = AWS")
+    run_name: str = Field("", pattern=r"^[A-Za-z0-9._-]*$",
+                          description="run folder under storage_path; empty = the name of train.out_dir")
     max_failures: int = Field(2, ge=-1, description="restarts from the latest checkpoint after a worker dies; -1 = unlimited")
+    object_store_memory_mb: int = Field(512, ge=80, description="object store of a Ray instance started here "
+                                                                  "(not used when RAY_ADDRESS names a cluster)")
+
+    @model_validator(mode="after")
+    def _endpoint_needs_s3(self) -> "DistributedConfig":
+        if self.storage_endpoint_url:
+            if not self.storage_path.startswith("s3://"):
+                raise ValueError(f"storage_endpoint_url is set but storage_path ({self.storage_path!r}) is not s3://bucket/prefix")
+            if not self.storage_endpoint_url.startswith(("http://", "https://")):
+                raise ValueError(f"storage_endpoint_url ({self.storage_endpoint_url!r}) must start with http:// or https://")
+        return self
 
 
 class EvaluationConfig(_Section):

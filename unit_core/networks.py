@@ -31,17 +31,21 @@ def instance_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(channels, channels, eps=1e-5, affine=False)
 
 
-class ResBlock(nn.Module):
-    """conv3x3-IN-LeakyReLU-conv3x3-IN plus identity."""
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    return instance_norm(channels) if kind == "instance" else nn.BatchNorm2d(channels)
 
-    def __init__(self, channels: int, slope: float, padding_mode: str):
+
+class ResBlock(nn.Module):
+    """conv3x3-norm-LeakyReLU-conv3x3-norm plus identity."""
+
+    def __init__(self, channels: int, cfg: ModelConfig):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(channels, channels, 3, 1, 1, padding_mode=padding_mode),
-            instance_norm(channels),
-            nn.LeakyReLU(slope, inplace=True),
-            nn.Conv2d(channels, channels, 3, 1, 1, padding_mode=padding_mode),
-            instance_norm(channels),
+            nn.Conv2d(channels, channels, 3, 1, 1, padding_mode=cfg.padding),
+            norm_layer(cfg.norm, channels),
+            nn.LeakyReLU(cfg.leaky_slope, inplace=True),
+            nn.Conv2d(channels, channels, 3, 1, 1, padding_mode=cfg.padding),
+            norm_layer(cfg.norm, channels),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -49,7 +53,7 @@ class ResBlock(nn.Module):
 
 
 def _res_stack(count: int, channels: int, cfg: ModelConfig) -> nn.Sequential:
-    return nn.Sequential(*[ResBlock(channels, cfg.leaky_slope, cfg.padding) for _ in range(count)])
+    return nn.Sequential(*[ResBlock(channels, cfg) for _ in range(count)])
 
 
 class Encoder(nn.Module):
@@ -162,46 +166,93 @@ class UNITGenerator(nn.Module):
         return out
 
 
-class PatchDiscriminator(nn.Module):
-    """Stack of 3x3 stride-2 convs with LeakyReLU, then a 1x1 conv to one logit per patch."""
+def _dis_stack(in_channels: int | None, cfg: ModelConfig, first: int, stop: int) -> nn.Sequential:
+    """Layers ``first..stop-1`` of the discriminator: 3x3 stride-2 convs, widths doubling up to dis_max_width."""
+    width = lambda index: min(cfg.dis_width * 2**index, cfg.dis_max_width)  # noqa: E731
+    layers: list[nn.Module] = []
+    for index in range(first, stop):
+        channels = in_channels if index == 0 else width(index - 1)
+        layers += [nn.Conv2d(channels, width(index), 3, 2, 1), nn.LeakyReLU(cfg.leaky_slope, inplace=True)]
+    return nn.Sequential(*layers)
 
-    def __init__(self, in_channels: int, cfg: ModelConfig):
+
+def dis_feature_channels(cfg: ModelConfig) -> int:
+    return min(cfg.dis_width * 2 ** (cfg.dis_layers - 1), cfg.dis_max_width)
+
+
+class PatchDiscriminator(nn.Module):
+    """Stack of 3x3 stride-2 convs with LeakyReLU, then a 1x1 conv to one logit per patch.
+
+    ``trunk`` and ``judge``, when given, are the tied high-level layers shared with the
+    other domain's discriminator (domain-adaptation variant).
+    """
+
+    def __init__(self, in_channels: int, cfg: ModelConfig, trunk: nn.Sequential | None = None, judge: nn.Conv2d | None = None):
         super().__init__()
-        layers: list[nn.Module] = []
-        channels, width = in_channels, cfg.dis_width
-        for _ in range(cfg.dis_layers):
-            layers += [nn.Conv2d(channels, width, 3, 2, 1), nn.LeakyReLU(cfg.leaky_slope, inplace=True)]
-            channels, width = width, min(width * 2, cfg.dis_max_width)
-        self.features = nn.Sequential(*layers)
-        self.classify = nn.Conv2d(channels, 1, 1, 1, 0)
+        private_layers = cfg.dis_layers - cfg.dis_shared_layers if trunk is not None else cfg.dis_layers
+        self.front = _dis_stack(in_channels, cfg, 0, private_layers)
+        self.trunk = trunk if trunk is not None else nn.Sequential()
+        self.judge = judge if judge is not None else nn.Conv2d(dis_feature_channels(cfg), 1, 1, 1, 0)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Highest-layer features (before the real/fake logits)."""
+        return self.trunk(self.front(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classify(self.features(x))
+        return self.judge(self.features(x))
 
 
 class MultiScaleDiscriminator(nn.Module):
     """D_i: one patch discriminator per scale, each on a 2x average-pooled copy of the previous input."""
 
-    def __init__(self, in_channels: int, cfg: ModelConfig):
+    def __init__(self, in_channels: int, cfg: ModelConfig, trunk: nn.Sequential | None = None, judge: nn.Conv2d | None = None):
         super().__init__()
-        self.scales = nn.ModuleList(PatchDiscriminator(in_channels, cfg) for _ in range(cfg.dis_scales))
+        self.scales = nn.ModuleList(
+            PatchDiscriminator(in_channels, cfg, trunk, judge) if index == 0 else PatchDiscriminator(in_channels, cfg)
+            for index in range(cfg.dis_scales)
+        )
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outputs = []
+    def forward(self, x: torch.Tensor, with_features: bool = False):
+        """Logits per scale; with ``with_features`` also the first scale's highest-layer features."""
+        outputs, features = [], None
         for index, dis in enumerate(self.scales):
             if index:
                 x = F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
-            outputs.append(dis(x))
-        return outputs
+            if index == 0 and with_features:
+                features = dis.features(x)
+                outputs.append(dis.judge(features))
+            else:
+                outputs.append(dis(x))
+        return (outputs, features) if with_features else outputs
 
 
 class UNITDiscriminators(nn.Module):
-    """D1 judges real x_a against translations x_ba; D2 real x_b against x_ab."""
+    """D1 judges real x_a against translations x_ba; D2 real x_b against x_ab.
+
+    Domain-adaptation variant (``model.num_classes > 0``, paper section 4): the last
+    ``dis_shared_layers`` layers and the real/fake head are tied between D1 and D2, and a
+    classifier head reads the tied features (trained on labelled domain-a images).
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.dis_a = MultiScaleDiscriminator(cfg.channels_a, cfg)
-        self.dis_b = MultiScaleDiscriminator(cfg.channels_b, cfg)
+        trunk = judge = None
+        if cfg.dis_shared_layers:
+            trunk = _dis_stack(None, cfg, cfg.dis_layers - cfg.dis_shared_layers, cfg.dis_layers)
+            judge = nn.Conv2d(dis_feature_channels(cfg), 1, 1, 1, 0)
+        self.dis_a = MultiScaleDiscriminator(cfg.channels_a, cfg, trunk, judge)
+        self.dis_b = MultiScaleDiscriminator(cfg.channels_b, cfg, trunk, judge)
+        self.classifier = nn.Linear(dis_feature_channels(cfg), cfg.num_classes) if cfg.num_classes else None
 
-    def forward(self, x_a: torch.Tensor, x_b: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        return self.dis_a(x_a), self.dis_b(x_b)
+    def forward(self, x_a: torch.Tensor, x_b: torch.Tensor, with_features: bool = False):
+        return self.dis_a(x_a, with_features), self.dis_b(x_b, with_features)
+
+    def classify(self, x: torch.Tensor, domain: str) -> torch.Tensor:
+        """Class logits of images of either domain, through that domain's first layers and the tied trunk."""
+        dis = (self.dis_a if domain == "a" else self.dis_b).scales[0]
+        return self.class_logits(dis.features(x))
+
+    def class_logits(self, features: torch.Tensor) -> torch.Tensor:
+        if self.classifier is None:
+            raise ValueError("this model has no classifier (model.num_classes is 0)")
+        return self.classifier(features.mean(dim=(2, 3)))

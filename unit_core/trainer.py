@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from unit_core.config import UnitConfig
@@ -118,28 +119,18 @@ class UNITTrainer:
         return self.cfg.loss.cycle > 0 or self.cfg.loss.kl_cycle > 0
 
     # ------------------------------------------------------------------ update
-    def train_step(self, x_a: torch.Tensor, x_b: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One D update then one G update; returns every loss term (detached, on device, no sync)."""
-        weights, mode = self.cfg.loss, self.cfg.loss.gan_mode
+    def train_step(self, x_a: torch.Tensor, x_b: torch.Tensor, labels_a: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """One D update then one G update; returns every loss term (detached, on device, no sync).
+
+        ``labels_a`` (class indices of the domain-a images) are required by the
+        domain-adaptation variant (``model.num_classes > 0``) and ignored otherwise.
+        """
         x_a, x_b = self.prepare(x_a), self.prepare(x_b)
         self.gen.train()
         self.dis.train()
         with self.autocast():
             streams = self.gen_forward(x_a, x_b, with_cycle=self.uses_cycle)
-
-        # D step: real images against this step's translations, one forward per discriminator.
-        self.dis_opt.zero_grad(set_to_none=True)
-        with self.autocast():
-            logits_a, logits_b = self.dis_forward(
-                torch.cat([x_a, streams["x_ba"].detach()]), torch.cat([x_b, streams["x_ab"].detach()])
-            )
-        n_a, n_b = len(x_a), len(x_b)
-        dis_a = discriminator_loss([o[:n_a] for o in logits_a], [o[n_a:] for o in logits_a], mode)
-        dis_b = discriminator_loss([o[:n_b] for o in logits_b], [o[n_b:] for o in logits_b], mode)
-        dis_total = weights.gan * (dis_a + dis_b)
-        self.dis_scaler.scale(dis_total).backward()
-        self.dis_scaler.step(self.dis_opt)
-        self.dis_scaler.update()
+        losses = self.discriminator_step(x_a, x_b, streams, labels_a)
 
         # G step against the updated discriminators; their weights need no gradient here,
         # and the unwrapped module is used since nothing of D is synchronised in this pass.
@@ -160,10 +151,50 @@ class UNITTrainer:
         self.gen_sched.step()
         self.dis_sched.step()
         self.step += 1
-        losses = {f"gen/{name}": value.detach() for name, value in terms.items()}
-        losses.update({"gen/total": gen_total.detach(), "dis/a": dis_a.detach(), "dis/b": dis_b.detach(),
-                       "dis/total": dis_total.detach()})
+        losses.update({f"gen/{name}": value.detach() for name, value in terms.items()})
+        losses["gen/total"] = gen_total.detach()
         return losses
+
+    @property
+    def adapts(self) -> bool:
+        return self.cfg.model.num_classes > 0
+
+    def discriminator_step(self, x_a, x_b, streams, labels_a) -> dict[str, torch.Tensor]:
+        """D update: real images against this step's (detached) translations, one forward per D.
+
+        Domain adaptation adds, on the tied D features: cross-entropy of the domain-a
+        images' labels, and the L1 distance between the features of each generated pair
+        decoded from one latent code, (x_aa, x_ab) and (x_ba, x_bb).
+        """
+        weights, mode, n = self.cfg.loss, self.cfg.loss.gan_mode, len(x_a)
+        fakes_a, fakes_b = [streams["x_ba"].detach()], [streams["x_ab"].detach()]
+        if self.adapts:
+            if labels_a is None:
+                raise ValueError("model.num_classes > 0 (domain adaptation) needs labels for the domain-a images")
+            fakes_a.append(streams["x_aa"].detach())
+            fakes_b.append(streams["x_bb"].detach())
+        self.dis_opt.zero_grad(set_to_none=True)
+        with self.autocast():
+            (logits_a, features_a), (logits_b, features_b) = self.dis_forward(
+                torch.cat([x_a, *fakes_a]), torch.cat([x_b, *fakes_b]), with_features=True
+            )
+        dis_a = discriminator_loss([o[:n] for o in logits_a], [o[n : 2 * n] for o in logits_a], mode)
+        dis_b = discriminator_loss([o[:n] for o in logits_b], [o[n : 2 * n] for o in logits_b], mode)
+        total = weights.gan * (dis_a + dis_b)
+        losses = {"dis/a": dis_a, "dis/b": dis_b}
+        if self.adapts:
+            class_logits = self.dis.class_logits(features_a[:n]).float()
+            labels = labels_a.to(self.device)
+            classifier = F.cross_entropy(class_logits, labels)
+            feature = l1_loss(features_a[2 * n :], features_b[n : 2 * n]) + l1_loss(features_a[n : 2 * n], features_b[2 * n :])
+            total = total + weights.classifier * classifier + weights.feature * feature
+            losses |= {"dis/classifier": classifier, "dis/feature": feature,
+                       "dis/accuracy_a": (class_logits.argmax(1) == labels).float().mean()}
+        self.dis_scaler.scale(total).backward()
+        self.dis_scaler.step(self.dis_opt)
+        self.dis_scaler.update()
+        losses["dis/total"] = total
+        return {name: value.detach() for name, value in losses.items()}
 
     def generator_terms(self, x_a, x_b, streams, fake_a, fake_b) -> dict[str, torch.Tensor]:
         """Unweighted terms of eq. (2)-(8); ``term_weight`` maps each name to its lambda."""
