@@ -1,0 +1,5 @@
+"""Data ingestion for UNIT: turns raw sources into ``<out>/<domain>/<split>/<file>`` data sets.
+
+Every step is a plain typed function (called by the ``unit ingest`` commands, DVC stages and
+Prefect flows); the model code does not import this package.
+"""

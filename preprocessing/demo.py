@@ -1,0 +1,209 @@
+"""Procedural demo data sets with ground truth: no download, byte-identical for a given seed.
+
+Two generators render the same scene in two domains from one scene seed:
+
+* ``street``: a street seen from eye height, by ``day`` and by ``night``;
+* ``maps``: an area seen from above, as a ``satellite`` photo and as a street ``map``.
+
+Train splits are unpaired: each domain's scenes come from its own seed stream. The
+``test_paired`` split renders the same scenes in both domains under the same file names,
+so a translation can be scored against the true rendering (pixel accuracy on maps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+
+from preprocessing.demo_maps import MAP_DOMAINS, build_map_scene, render_maps
+from preprocessing.demo_street import STREET_DOMAINS, build_street_scene, render_street
+from preprocessing.errors import IngestError
+from preprocessing.output import DatasetWriter
+
+DemoKind = Literal["street", "maps"]
+DEMO_KINDS: tuple[DemoKind, ...] = get_args(DemoKind)
+MIN_SIZE, MAX_SIZE = 16, 4096
+#: Changed whenever a renderer changes its output, so that old and new data sets are told apart.
+GENERATOR_VERSION = 1
+# Seed streams: domain A's and domain B's train scenes, and the paired test scenes. The
+# stream sits in the top bits of every scene seed, so seeds of two streams never coincide;
+# 52 bits in all keep them exact in any JSON reader.
+TRAIN_A, TRAIN_B, TEST_PAIRED = range(3)
+_STREAM_SHIFT = 50
+
+Renderer = Callable[[int, int, int, tuple[str, ...]], dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class DemoGenerator:
+    domains: tuple[str, str]  # (domain A, domain B)
+    render: Renderer  # (scene seed, width, height, domains) -> RGB uint8 image per domain
+
+
+def _render_street(scene_seed: int, width: int, height: int, domains: tuple[str, ...]) -> dict[str, np.ndarray]:
+    return dict(render_street(build_street_scene(scene_seed), width, height, domains))  # type: ignore[arg-type]
+
+
+def _render_maps(scene_seed: int, width: int, height: int, domains: tuple[str, ...]) -> dict[str, np.ndarray]:
+    return dict(render_maps(build_map_scene(scene_seed, width / height), width, height, domains))  # type: ignore[arg-type]
+
+
+GENERATORS: dict[DemoKind, DemoGenerator] = {
+    "street": DemoGenerator(STREET_DOMAINS, _render_street),
+    "maps": DemoGenerator(MAP_DOMAINS, _render_maps),
+}
+
+
+def parse_size(size: int | tuple[int, int] | str) -> tuple[int, int]:
+    """(width, height) from 128, (256, 128) or "256x128"; ValueError names what is wrong."""
+    if isinstance(size, str):
+        parts = size.lower().split("x")
+        if len(parts) > 2 or not all(part.strip().isdigit() for part in parts):
+            raise ValueError(f"size {size!r}: expected N or WxH with positive integers, e.g. 128 or 256x128")
+        numbers = [int(part) for part in parts]
+        size = numbers[0] if len(numbers) == 1 else (numbers[0], numbers[1])
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        width = height = int(size)
+    elif isinstance(size, tuple) and len(size) == 2 and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in size):
+        width, height = int(size[0]), int(size[1])
+    else:
+        raise ValueError(f"size {size!r}: expected an int or a (width, height) tuple of ints")
+    for name, value in (("width", width), ("height", height)):
+        if not MIN_SIZE <= value <= MAX_SIZE:
+            raise ValueError(f"size: {name} {value} is out of range; expected {MIN_SIZE} to {MAX_SIZE} pixels")
+    return width, height
+
+
+def scene_seed(seed: int, stream: int, index: int) -> int:
+    """The seed of scene ``index`` of a stream: SeedSequence-mixed, tagged with the stream."""
+    state = np.random.SeedSequence(seed, spawn_key=(stream, index)).generate_state(1, np.uint64)
+    mixed = int(state[0]) & ((1 << _STREAM_SHIFT) - 1)
+    return stream << _STREAM_SHIFT | mixed
+
+
+def render_demo_scene(
+    kind: DemoKind, seed: int, size: int | tuple[int, int], domains: tuple[str, ...] | None = None
+) -> dict[str, np.ndarray]:
+    """Render one scene seed in the given domains (default both): (height, width, 3) uint8 RGB."""
+    generator = _generator(kind)
+    width, height = parse_size(size)
+    wanted = generator.domains if domains is None else domains
+    unknown = sorted(set(wanted) - set(generator.domains))
+    if unknown:
+        raise ValueError(f"unknown {kind} domain(s) {unknown}; expected {list(generator.domains)}")
+    return generator.render(seed, width, height, tuple(wanted))
+
+
+def generate_demo_dataset(
+    kind: DemoKind,
+    out_dir: str | Path,
+    *,
+    train_count: int,
+    test_count: int,
+    size: int | tuple[int, int],
+    seed: int = 0,
+) -> Path:
+    """Write ``<out_dir>/<domain>/{train,test_paired}/<index>.png`` with manifest and report.
+
+    ``size`` is one int for square images or (width, height).
+    """
+    generator = _generator(kind)
+    width, height = parse_size(size)
+    for name, count in (("train_count", train_count), ("test_count", test_count)):
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {count!r}")
+    if train_count + test_count == 0:
+        raise ValueError("train_count and test_count are both 0: nothing to generate")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+
+    parameters: dict[str, Any] = {
+        "generator_version": GENERATOR_VERSION,
+        "train_count": int(train_count),
+        "test_count": int(test_count),
+        "width": width,
+        "height": height,
+        "seed": int(seed),
+    }
+    domain_a, domain_b = generator.domains
+    # Rendering is cheaper than checking which files could be reused.
+    with DatasetWriter(out_dir, image_format="png", previous=False, kind=f"demo-{kind}", parameters=parameters) as writer:
+
+        def write(domain: str, split: str, index: int, scene: int, image: np.ndarray) -> None:
+            writer.add_image(
+                image,
+                domain=domain,
+                split=split,
+                name=f"{index:06d}",
+                source=f"demo:{kind}/seed={scene}",
+                scene_seed=scene,
+            )
+
+        for stream, domain in ((TRAIN_A, domain_a), (TRAIN_B, domain_b)):
+            for index in range(train_count):
+                scene = scene_seed(seed, stream, index)
+                write(domain, "train", index, scene, generator.render(scene, width, height, (domain,))[domain])
+        for index in range(test_count):
+            scene = scene_seed(seed, TEST_PAIRED, index)
+            images = generator.render(scene, width, height, generator.domains)
+            for domain in generator.domains:
+                write(domain, "test_paired", index, scene, images[domain])
+    return Path(out_dir)
+
+
+def _generator(kind: str) -> DemoGenerator:
+    if kind not in GENERATORS:
+        raise ValueError(f"unknown demo kind {kind!r}; expected one of {list(DEMO_KINDS)}")
+    return GENERATORS[kind]  # type: ignore[index]
+
+
+def _count_argument(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return int(text)
+
+
+def _size_argument(text: str) -> tuple[int, int]:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_demo_commands(ingest_subparsers: argparse._SubParsersAction) -> None:
+    """Add ``demo-street`` and ``demo-maps`` to the ``unit ingest`` subcommands."""
+    for kind in DEMO_KINDS:
+        domain_a, domain_b = GENERATORS[kind].domains
+        parser = ingest_subparsers.add_parser(
+            f"demo-{kind}",
+            help=f"generate a procedural {domain_a}/{domain_b} data set (no download)",
+            description=(
+                f"Render procedural {kind} scenes as {domain_a} and {domain_b} images: unpaired train "
+                "splits from disjoint scene seeds, and a test_paired split with the same scenes in both "
+                "domains. The same options give byte-identical files."
+            ),
+        )
+        parser.add_argument("--out", required=True, type=Path, help="output data set directory")
+        parser.add_argument("--train", type=_count_argument, default=200, metavar="N", help="train images per domain (default 200)")
+        parser.add_argument("--test", type=_count_argument, default=20, metavar="N", help="paired test scenes (default 20)")
+        parser.add_argument("--size", type=_size_argument, default=(128, 128), metavar="N|WxH", help="image size in pixels (default 128)")
+        parser.add_argument("--seed", type=_count_argument, default=0, metavar="N", help="seed of the whole data set (default 0)")
+        parser.set_defaults(func=lambda args, kind=kind, parser=parser: _run_demo_command(kind, parser, args))
+
+
+def _run_demo_command(kind: DemoKind, parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.train + args.test == 0:
+        parser.error("--train and --test are both 0: nothing to generate")
+    try:
+        out = generate_demo_dataset(kind, args.out, train_count=args.train, test_count=args.test, size=args.size, seed=args.seed)
+    except IngestError as exc:  # e.g. --out is a folder this tool did not write
+        print(f"unit ingest demo-{kind}: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {kind} demo data set to {out}")
+    return 0
