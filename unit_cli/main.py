@@ -18,6 +18,8 @@ STAGES = {
     "train": "unit_cli.train",
     "translate": "unit_cli.translate",
     "ingest": "preprocessing.cli",
+    "evaluate": "unit_cli.evaluate",
+    "register": "unit_cli.register",
 }
 
 

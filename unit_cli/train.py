@@ -1,4 +1,4 @@
-"""``unit train``: single-process UNIT training on a folder data set."""
+"""``unit train``: UNIT training on a folder data set, in one process or on Ray Train workers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from unit_core.config import load_config
+from unit_core.config import UnitConfig, load_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +19,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting, e.g. --set train.max_steps=2000 (repeatable)")
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
-                        help="continue from CHECKPOINT, or from <train.out_dir>/checkpoints/latest.pt if none is given")
+                        help="continue from CHECKPOINT, or from <train.out_dir>/checkpoints/latest.pt if none is given; "
+                             "with several workers: continue the run in distributed.storage_path, or start a new run "
+                             "from CHECKPOINT (a file, or a checkpoint folder or URI in storage)")
+    parser.add_argument("--workers", type=_positive_int, metavar="N",
+                        help="DDP workers on Ray Train (default: distributed.workers); 1 = one process without Ray. "
+                             "Joins the cluster at RAY_ADDRESS if set, else starts Ray on this machine")
+    parser.add_argument("--gpus", action="store_true",
+                        help="one GPU per Ray worker, NCCL (default: distributed.use_gpu; CPU workers use gloo)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to train_log.jsonl)")
     parser.set_defaults(func=run)
 
@@ -29,10 +36,41 @@ def run(args: argparse.Namespace) -> int:
     from unit_core.checkpoint import CheckpointError
     from unit_core.training import fit
 
-    cfg = load_config(args.params, args.overrides)
+    overrides = list(args.overrides)
+    if args.workers is not None:
+        overrides.append(f"distributed.workers={args.workers}")
+    if args.gpus:
+        overrides.append("distributed.use_gpu=true")
+    cfg = load_config(args.params, overrides)
+    if cfg.distributed.workers > 1:
+        return run_distributed(cfg, args)
     try:
         result = fit(cfg, resume=args.resume, progress=not args.no_progress)
     except (CheckpointError, FileNotFoundError) as exc:
         raise UserError(str(exc)) from None
     print(json.dumps({"step": result.step, "checkpoint": str(result.checkpoint), "samples": str(result.grid)}))
     return 0
+
+
+def run_distributed(cfg: UnitConfig, args: argparse.Namespace) -> int:
+    from unit_cli.errors import UserError
+    from unit_core.checkpoint import CheckpointError
+    from unit_distributed import DistributedError, train_distributed
+
+    try:
+        result = train_distributed(cfg, resume=args.resume, progress=not args.no_progress)
+    except (CheckpointError, FileNotFoundError, DistributedError) as exc:
+        raise UserError(str(exc)) from None
+    print(json.dumps({"step": result.step, "checkpoint": str(result.checkpoint), "samples": str(result.grid),
+                      "storage_checkpoint": result.storage_checkpoint, "started_from": result.started_from}))
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value

@@ -19,7 +19,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Translate images of any size; outputs keep the input's size and relative path, as PNG.",
     )
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders")
-    parser.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint written by unit train")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="a checkpoint written by unit train")
+    source.add_argument("--model", metavar="URI", help="a logged model, e.g. models:/unit-street-scenes@champion")
+    parser.add_argument("--tracking-uri", default="",
+                        help="MLflow tracking URI for --model (default: MLFLOW_TRACKING_URI, else MLflow's local default)")
     parser.add_argument("--direction", choices=("a2b", "b2a"), required=True)
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--batch-size", type=int, default=8, help="images of equal size translated together")
@@ -62,6 +66,19 @@ def read_images(pairs: list[tuple[Path, Path]], failures: list[str]) -> Iterator
         yield relative, image
 
 
+def translator_of_model(model_uri: str, tracking_uri: str, device: str):
+    """The translator of a logged model: its weights are downloaded and read as a checkpoint, no model code runs."""
+    from unit_cli.errors import UserError
+    from unit_core.translate import Translator
+    from unit_tracking.mlflow_store import TrackingError, downloaded_checkpoint
+
+    try:
+        with downloaded_checkpoint(model_uri, tracking_uri) as checkpoint:
+            return Translator.from_checkpoint(checkpoint, device)
+    except TrackingError as exc:
+        raise UserError(str(exc)) from None
+
+
 def run(args: argparse.Namespace) -> int:
     from unit_cli.errors import UserError
     from unit_core.checkpoint import CheckpointError
@@ -71,7 +88,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--batch-size must be at least 1")
     pairs = collect_inputs(args.inputs)
     try:
-        translator = Translator.from_checkpoint(args.checkpoint, args.device)
+        if args.model:
+            translator = translator_of_model(args.model, args.tracking_uri, args.device)
+        else:
+            translator = Translator.from_checkpoint(args.checkpoint, args.device)
     except (CheckpointError, ValueError) as exc:
         raise UserError(str(exc)) from None
     failures: list[str] = []

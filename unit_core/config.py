@@ -154,13 +154,13 @@ class EvaluationConfig(_Section):
     split: str = Field("test_paired", min_length=1, description="split of data.root to evaluate on")
     pixel_tolerance: int = Field(16, ge=0, le=255, description="paired pixel accuracy: |colour - truth| <= this, every channel")
     report_images: int = Field(8, ge=0, description="images per direction in the visual report")
-    inception_weights: str = Field("", description="Inception weights file for KID/FID; empty = skip those metrics")
+    inception_weights: str = Field("", description="local pytorch-fid Inception weights (pt_inception-2015-12-05-6726825d.pth) for FID/KID; empty = skip those metrics")
 
 
 class TrackingConfig(_Section):
     """MLflow experiment tracking and model registry."""
 
-    tracking_uri: str = Field("", description="MLflow tracking URI; empty = MLFLOW_TRACKING_URI or the local ./mlruns")
+    tracking_uri: str = Field("", description="MLflow tracking URI; empty = MLFLOW_TRACKING_URI, else MLflow's local default (sqlite:///mlflow.db)")
     experiment: str = Field("street-scenes", min_length=1)
     registered_model: str = Field("unit-street-scenes", min_length=1)
     primary_metric: str = Field("a2b/pixel_accuracy", min_length=1, description="evaluation metric deciding the champion alias")

@@ -1,7 +1,9 @@
 """The training loop: data stream, periodic logs, checkpoints and sample grids, resume.
 
 Outside concerns (experiment tracking, distributed reporting) plug in through
-:class:`TrainingCallback`; this module knows nothing of them.
+:class:`TrainingCallback` and :class:`DataParallel`; this module knows nothing of them.
+A data-parallel runner (``unit_distributed``) starts one process per rank, initialises
+``torch.distributed`` and calls :func:`fit` in each with its :class:`DataParallel`.
 
 Run folder layout::
 
@@ -14,14 +16,19 @@ Run folder layout::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+import numpy as np
 import torch
+import torch.distributed as dist
 import yaml
+from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -29,13 +36,46 @@ from unit_core.checkpoint import CheckpointError, atomic_torch_save, link_or_cop
 from unit_core.config import UnitConfig
 from unit_core.data import StepSampler, UnpairedSamples, domain_images, fixed_samples
 from unit_core.images import save_grid
-from unit_core.trainer import UNITTrainer, resolve_device, set_deterministic
+from unit_core.trainer import UNITTrainer, _CompiledOrEager, resolve_device, set_deterministic
 
 
 class TrainingCallback(Protocol):
     def on_log(self, step: int, metrics: dict[str, float]) -> None: ...
 
     def on_checkpoint(self, step: int, checkpoint: Path, grid: Path) -> None: ...
+
+
+class ReplicaCallback(Protocol):
+    """Called on every rank at the same steps, so it may run collective operations.
+
+    ``on_checkpoint`` comes after rank 0 has written the checkpoint and grid, whose paths
+    it gets; other ranks get None.
+    """
+
+    def on_log(self, step: int, metrics: dict[str, float]) -> None: ...
+
+    def on_checkpoint(self, step: int, trainer: UNITTrainer, checkpoint: Path | None, grid: Path | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class DataParallel:
+    """This process's place in a data-parallel run; the default is the single process.
+
+    The runner initialises the ``torch.distributed`` process group before :func:`fit`.
+    Every rank reads its interleaved share of the sample stream (``StepSampler``); rank 0
+    alone writes the run folder and calls ``fit``'s callbacks.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device | None = None  # None: train.device
+    # Wraps gen and dis for gradient synchronisation, e.g. in DistributedDataParallel.
+    wrap: Callable[[nn.Module], Callable[..., Any]] | None = None
+    replica_callbacks: tuple[ReplicaCallback, ...] = ()
+
+    @property
+    def writes_files(self) -> bool:
+        return self.rank == 0
 
 
 @dataclass
@@ -91,17 +131,28 @@ def save_training_state(trainer: UNITTrainer, paths: dict[str, Path], keep: int,
     return checkpoint, grid
 
 
+def _seed_latent_noise(seed: int, step: int, rank: int) -> None:
+    """Give ranks > 0 their own latent-noise stream; otherwise every rank would draw rank 0's noise."""
+    torch.manual_seed(int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0]))
+
+
 def fit(
     cfg: UnitConfig,
     resume: bool | str | Path = False,
     callbacks: tuple[TrainingCallback, ...] = (),
     progress: bool = True,
+    parallel: DataParallel = DataParallel(),
 ) -> TrainingResult:
-    """Train single-process from scratch or from a checkpoint (``True``: the run's latest.pt)."""
+    """Train from scratch or from a checkpoint (``True``: the run's latest.pt), as one rank of ``parallel``.
+
+    With several ranks, ``resume`` must name a checkpoint file every rank can read, and the
+    returned paths are those rank 0 writes.
+    """
     out_dir = Path(cfg.train.out_dir)
     paths = run_paths(out_dir)
-    device = resolve_device(cfg.train.device)
+    device = parallel.device or resolve_device(cfg.train.device)
     set_deterministic(cfg.train.deterministic)
+    writer = parallel.writes_files
 
     data = cfg.data
     files_a = domain_images(data.root, data.domain_a, "train")
@@ -110,7 +161,7 @@ def fit(
     fixed = (
         fixed_samples(data.root, data.domain_a, channels[0], data, cfg.train.sample_count),
         fixed_samples(data.root, data.domain_b, channels[1], data, cfg.train.sample_count),
-    )
+    ) if writer else None
 
     trainer = UNITTrainer(cfg, device)
     if resume:
@@ -118,20 +169,30 @@ def fit(
         payload = load_checkpoint(source, map_location=device)
         check_same_model(cfg, payload["config"], source)
         trainer.load_state_dict(payload)
-        _truncate_log(paths["log"], trainer.step)
-    elif paths["latest"].exists():
+        if writer:
+            _truncate_log(paths["log"], trainer.step)
+    elif writer and paths["latest"].exists():
         raise CheckpointError(
             f"{out_dir}: already holds a run (checkpoints/latest.pt); resume it with --resume "
             f"or choose another train.out_dir"
         )
+    if parallel.rank:
+        _seed_latent_noise(cfg.seed, trainer.step, parallel.rank)
+    if parallel.wrap is not None:
+        trainer.gen_forward = parallel.wrap(trainer.gen)
+        trainer.dis_forward = parallel.wrap(trainer.dis)
+        if cfg.train.compile:
+            trainer.gen_forward = _CompiledOrEager(trainer.gen_forward)
+            trainer.dis_forward = _CompiledOrEager(trainer.dis_forward)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths["config"].write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+    if writer:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths["config"].write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
 
     loader = DataLoader(
         UnpairedSamples(files_a, files_b, data, channels, cfg.seed),
         batch_size=cfg.train.batch_size,
-        sampler=StepSampler(trainer.step, cfg.train.max_steps, cfg.train.batch_size),
+        sampler=StepSampler(trainer.step, cfg.train.max_steps, cfg.train.batch_size, parallel.rank, parallel.world_size),
         num_workers=data.loader_workers,
         # Its own generator: creating the iterator would otherwise draw from the global
         # RNG, whose state a resumed run has just restored for the latent noise.
@@ -144,8 +205,10 @@ def fit(
     metrics: dict[str, float] = {}
     sums: dict[str, torch.Tensor] = {}
     window_steps, window_start = 0, time.perf_counter()
-    bar = tqdm(total=cfg.train.max_steps, initial=trainer.step, disable=not progress, unit="step", dynamic_ncols=True)
-    with bar, paths["log"].open("a", encoding="utf-8") as log:
+    pairs_per_step = cfg.train.batch_size * parallel.world_size
+    bar = tqdm(total=cfg.train.max_steps, initial=trainer.step, disable=not (progress and writer), unit="step",
+               dynamic_ncols=True)
+    with bar, (paths["log"].open("a", encoding="utf-8") if writer else contextlib.nullcontext()) as log:
         for x_a, x_b in loader:
             losses = trainer.train_step(x_a, x_b)
             for name, value in losses.items():
@@ -155,20 +218,35 @@ def fit(
             step = trainer.step
             if step % cfg.train.log_every == 0 or step == cfg.train.max_steps:
                 elapsed = time.perf_counter() - window_start
-                metrics = {name: float(total) / window_steps for name, total in sums.items()}
-                metrics["pairs_per_sec"] = window_steps * cfg.train.batch_size / max(elapsed, 1e-9)
+                metrics = _window_means(sums, window_steps, parallel.world_size)
+                metrics["pairs_per_sec"] = window_steps * pairs_per_step / max(elapsed, 1e-9)
                 metrics["lr"] = trainer.last_lr
-                log.write(json.dumps({"step": step, **metrics}) + "\n")
-                log.flush()
-                bar.set_postfix(
-                    G=f"{metrics['gen/total']:.3f}", D=f"{metrics['dis/total']:.3f}",
-                    recon=f"{metrics['gen/recon_a']:.3f}", pairs_s=f"{metrics['pairs_per_sec']:.2f}",
-                )
-                for callback in callbacks:
-                    callback.on_log(step, metrics)
+                if writer:
+                    log.write(json.dumps({"step": step, **metrics}) + "\n")
+                    log.flush()
+                    bar.set_postfix(
+                        G=f"{metrics['gen/total']:.3f}", D=f"{metrics['dis/total']:.3f}",
+                        recon=f"{metrics['gen/recon_a']:.3f}", pairs_s=f"{metrics['pairs_per_sec']:.2f}",
+                    )
+                    for callback in callbacks:
+                        callback.on_log(step, metrics)
+                for replica_callback in parallel.replica_callbacks:
+                    replica_callback.on_log(step, metrics)
                 sums, window_steps, window_start = {}, 0, time.perf_counter()
             if step % cfg.train.checkpoint_every == 0 or step == cfg.train.max_steps:
-                checkpoint, grid = save_training_state(trainer, paths, cfg.train.keep_checkpoints, fixed)
-                for callback in callbacks:
-                    callback.on_checkpoint(step, checkpoint, grid)
+                if writer:
+                    checkpoint, grid = save_training_state(trainer, paths, cfg.train.keep_checkpoints, fixed)
+                    for callback in callbacks:
+                        callback.on_checkpoint(step, checkpoint, grid)
+                for replica_callback in parallel.replica_callbacks:
+                    replica_callback.on_checkpoint(step, trainer, checkpoint if writer else None, grid if writer else None)
     return TrainingResult(out_dir=out_dir, step=trainer.step, checkpoint=checkpoint, grid=grid, last_metrics=metrics)
+
+
+def _window_means(sums: dict[str, torch.Tensor], window_steps: int, world_size: int) -> dict[str, float]:
+    """Mean of each loss over the window and over all ranks (one device sync, one all-reduce)."""
+    names = sorted(sums)
+    totals = torch.stack([sums[name].float() for name in names])
+    if world_size > 1:
+        dist.all_reduce(totals)
+    return {name: total / (window_steps * world_size) for name, total in zip(names, totals.tolist())}

@@ -1,0 +1,65 @@
+"""``unit evaluate``: metrics.json and report grids of a checkpoint or a registered model on a test split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score a trained model on a test split",
+        description=(
+            "Translate <data>/<domain>/<evaluation.split>/ both ways and write metrics.json (paired pixel accuracy, "
+            "L1 and PSNR where the other domain holds a file of the same name; reconstruction and cycle L1; "
+            "FID/KID with evaluation.inception_weights), evaluation.json and report/<direction>.png."
+        ),
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="a checkpoint written by unit train")
+    source.add_argument("--model", metavar="URI", help="a logged model, e.g. models:/unit-street-scenes@champion")
+    parser.add_argument("--data", type=Path, required=True, help="data set folder (<data>/<domain>/<split>/); sets data.root")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="configuration file (default: params.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting, e.g. --set evaluation.split=test (repeatable)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--batch-size", type=int, default=8, help="images of equal size translated together")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from contextlib import nullcontext
+
+    from unit_cli.errors import UserError
+    from unit_core.config import load_config
+    from unit_core.evaluation import evaluate, load_for_evaluation, training_scale
+
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    cfg = load_config(args.params, args.overrides)
+    cfg.data.root = str(args.data)
+    if args.model:
+        from unit_tracking.mlflow_store import TrackingError, downloaded_checkpoint
+
+        fetched = downloaded_checkpoint(args.model, cfg.tracking.tracking_uri)
+        errors: tuple[type[Exception], ...] = (TrackingError,)
+    else:
+        fetched = nullcontext(args.checkpoint)
+        errors = ()
+    try:
+        with fetched as checkpoint:
+            translator, model_cfg = load_for_evaluation(checkpoint, args.device)
+        result = evaluate(
+            translator, cfg, args.out, scale=training_scale(model_cfg), model_source=args.model or str(args.checkpoint),
+            batch_size=args.batch_size,
+        )
+    # Bad checkpoints, weights files, images and data layouts raise these, with the file named.
+    except (FileNotFoundError, ValueError, *errors) as exc:
+        raise UserError(str(exc)) from None
+    for note in result.notes:
+        print(f"unit evaluate: {note}")
+    print(json.dumps({"metrics": str(result.metrics_path), "report": [str(path) for path in result.report], **result.metrics}))
+    return 0

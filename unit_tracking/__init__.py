@@ -1,0 +1,6 @@
+"""Experiment tracking and model registry of the UNIT pipeline (MLflow).
+
+Every MLflow call of the project goes through :mod:`unit_tracking.mlflow_store`; the
+served model (an MLflow pyfunc that translates images) is :mod:`unit_tracking.pyfunc_model`.
+``unit_core`` stays free of MLflow.
+"""
