@@ -20,6 +20,7 @@ STAGES = {
     "ingest": "preprocessing.cli",
     "evaluate": "unit_cli.evaluate",
     "register": "unit_cli.register",
+    "stage": "unit_cli.stage",
 }
 
 

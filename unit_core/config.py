@@ -167,8 +167,24 @@ class TrackingConfig(_Section):
     higher_is_better: bool = True
 
 
+INGEST_KINDS = ("demo-street", "demo-maps", "folders", "street", "cyclegan", "celeba", "animals", "digits", "pairs")
+
+
+class IngestConfig(_Section):
+    """The pipeline's ingest stage: ``unit ingest <kind> <args...> --out <data.root>``."""
+
+    kind: Literal[INGEST_KINDS] = "demo-street"  # type: ignore[valid-type]
+    args: list[str] = Field(
+        default_factory=lambda: ["--train", "500", "--test", "16", "--size", "64"],
+        description="arguments of 'unit ingest <kind>' before --out: sources and options",
+    )
+    requires: str = Field("", description="what a user must provide for this data set; shown when ingest fails")
+
+
 class UnitConfig(_Section):
+    name: str = Field("street-scenes", pattern=r"^[A-Za-z0-9._-]+$", description="the preset's name")
     seed: int = 0
+    ingest: IngestConfig = IngestConfig()
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
     optim: OptimConfig = OptimConfig()
@@ -242,26 +258,61 @@ def config_from_dict(data: dict[str, Any], source: str = "configuration") -> Uni
         raise ConfigError(_format_errors(source, exc)) from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> UnitConfig:
-    """Load and validate ``params.yaml`` (or the defaults when ``path`` is None)."""
+def _read_mapping(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
+    return loaded
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Sections merge key by key; any other value (lists included) replaces the base's."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def preset_folder(params_path: str | Path) -> Path:
+    return Path(params_path).parent / "presets"
+
+
+def preset_names(params_path: str | Path) -> list[str]:
+    return sorted(p.stem for p in preset_folder(params_path).glob("*.yaml"))
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, preset: str | None = None) -> UnitConfig:
+    """Load and validate ``params.yaml`` (or the defaults when ``path`` is None).
+
+    ``preset``: ``presets/<preset>.yaml`` beside ``path``, merged over it section by
+    section; ``overrides`` (``section.key=value``) apply last.
+    """
     data: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
-        path = Path(path)
+        data = _read_mapping(Path(path))
         source = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
-        data = loaded
+    if preset:
+        if path is None:
+            raise ConfigError(f"preset {preset!r} needs a params file beside a presets/ folder")
+        preset_path = preset_folder(path) / f"{preset}.yaml"
+        if not preset_path.is_file():
+            known = ", ".join(preset_names(path)) or "none"
+            raise ConfigError(f"{preset_path}: no such preset (presets: {known})")
+        data = _merge(data, _read_mapping(preset_path))
+        source = f"{preset_path} over {source}"
     if overrides:
         data = apply_overrides(data, overrides)
         source += " (with --set overrides)"

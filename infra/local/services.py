@@ -1,12 +1,12 @@
 """Start, stop and check the local services of the pipeline, bound to 127.0.0.1.
 
-    python infra/local/services.py start [--with-s3]   # S3 store (optional), MLflow, Prefect, deployment server
+    python infra/local/services.py start [--with-s3]   # S3 store (optional), MLflow, Prefect, deployments
     python infra/local/services.py status
     python infra/local/services.py stop
 
 State lives in ``.services/`` (``UNIT_SERVICES_DIR``): one log per service in ``logs/``,
 PID files in ``pids/``, the Prefect and MLflow SQLite databases, MLflow artifacts and the
-S3 store's objects as plain files. Ports: ``UNIT_PREFECT_PORT`` (4200), ``UNIT_MLFLOW_PORT``
+S3 store's objects as plain files. Flow runs work in ``UNIT_WORKDIR`` (the repository). Ports: ``UNIT_PREFECT_PORT`` (4200), ``UNIT_MLFLOW_PORT``
 (5000), ``UNIT_S3_PORT`` (9000). Ray is not a service here: training starts a local Ray
 instance on demand, or joins the cluster named by ``RAY_ADDRESS``.
 """
@@ -39,6 +39,11 @@ QUIET_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "DVC_NO_ANALYTICS": "1",
 }
+
+
+def work_dir() -> Path:
+    """Where served flow runs read params.yaml and presets/ and write data/ and runs/."""
+    return Path(os.environ.get("UNIT_WORKDIR", REPO)).resolve()
 
 
 def state_dir() -> Path:
@@ -135,6 +140,13 @@ def services(with_s3: bool) -> list[Service]:
         env={"PREFECT_HOME": str(state / "prefect"),
              "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{state / 'prefect' / 'prefect.db'}"},
     ))
+    # The process that serves the flow's deployments and runs them; healthy once they are registered.
+    listed.append(Service(
+        "deployments",
+        [sys.executable, "-m", "flows.serve"],
+        f"http://{HOST}:{prefect_port}/api/deployments/name/unit/street-scenes",
+        env={"PREFECT_HOME": str(state / "prefect-client")},
+    ))
     return listed
 
 
@@ -149,7 +161,7 @@ def start_one(service: Service, env: dict[str, str]) -> None:
     with service.log_file.open("ab") as log:
         process = subprocess.Popen(
             service.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **env, **service.env}, cwd=REPO, start_new_session=True,
+            env={**os.environ, **env, **service.env}, cwd=work_dir(), start_new_session=True,
         )
     service.pid_file.write_text(f"{process.pid}\n")
     deadline = time.monotonic() + service.start_timeout

@@ -1,0 +1,1 @@
+"""Prefect orchestration of the pipeline: the flow ``unit`` and its deployments, one per preset."""

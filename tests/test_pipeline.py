@@ -1,0 +1,102 @@
+"""The pipeline end to end: real local services, the served Prefect deployments, MLflow registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+REPO = Path(__file__).resolve().parents[1]
+SERVICES = REPO / "infra" / "local" / "services.py"
+BIN = Path(sys.executable).parent
+TINY = [
+    'ingest.args=[--train, "12", --test, "4", --size, "32"]', "data.image_size=32", "model.width=8",
+    "model.dis_width=8", "model.dis_layers=3", "model.res_blocks=2", "train.max_steps=4", "train.log_every=2",
+    "train.checkpoint_every=2",
+]
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory):
+    """S3 store, MLflow and Prefect servers and the deployment process, started as a user would."""
+    work = tmp_path_factory.mktemp("pipeline")
+    shutil.copy(REPO / "params.yaml", work)
+    shutil.copytree(REPO / "presets", work / "presets")
+    env = {
+        **os.environ,
+        "UNIT_WORKDIR": str(work), "UNIT_SERVICES_DIR": str(work / ".services"),
+        "UNIT_PREFECT_PORT": str(free_port()), "UNIT_MLFLOW_PORT": str(free_port()), "UNIT_S3_PORT": str(free_port()),
+    }
+    started = subprocess.run([sys.executable, SERVICES, "start", "--with-s3"], env=env, capture_output=True, text=True, timeout=300)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        exported = subprocess.run([sys.executable, SERVICES, "env"], env=env, capture_output=True, text=True, check=True)
+        for line in exported.stdout.splitlines():
+            key, value = line.removeprefix("export ").split("=", 1)
+            env[key] = value
+        yield work, env
+    finally:
+        stopped = subprocess.run([sys.executable, SERVICES, "stop"], env=env, capture_output=True, text=True, timeout=120)
+        assert stopped.returncode == 0, stopped.stderr
+        assert not list((work / ".services" / "pids").glob("*.pid")), "a PID file outlived stop"
+
+
+def run_deployment(env: dict[str, str], name: str, overrides: list[str]) -> subprocess.CompletedProcess:
+    parameter = f"overrides={json.dumps(overrides)}"
+    return subprocess.run([str(BIN / "prefect"), "deployment", "run", f"unit/{name}", "--watch", "--watch-timeout", "500",
+                           "-p", parameter], env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_street_scenes_deployment_trains_evaluates_and_registers(services):
+    work, env = services
+    result = run_deployment(env, "street-scenes", TINY)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    champion = client.get_model_version_by_alias("unit-street-scenes", "champion")
+    assert champion.version == "1"
+    run = client.get_run(champion.run_id)
+    assert 0.0 <= run.data.metrics["a2b/pixel_accuracy"] <= 1.0
+    assert run.data.params["train.max_steps"] == "4"
+    assert "gen/total" in run.data.metrics  # training curves logged with steps
+    artifacts = {item.path for item in client.list_artifacts(champion.run_id, "evaluation/report")}
+    assert "evaluation/report/a2b.png" in artifacts
+    # artifacts went through the MLflow server into the local S3 store, as plain files
+    assert list((work / ".services" / "s3" / "unit").rglob("a2b.png"))
+    assert (work / "runs" / "street-scenes" / "checkpoints" / "latest.pt").is_file()
+
+
+def test_a_repeated_run_skips_the_finished_stages(services):
+    work, env = services
+    checkpoint = work / "runs" / "street-scenes" / "checkpoints" / "latest.pt"
+    before = checkpoint.stat().st_mtime_ns
+    result = run_deployment(env, "street-scenes", TINY)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert checkpoint.stat().st_mtime_ns == before
+    log = (work / ".services" / "logs" / "deployments.log").read_text()
+    assert log.count("Flow run") >= 2
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    assert [v.version for v in client.search_model_versions("name='unit-street-scenes'")] == ["1"]
+
+
+def test_a_preset_without_its_data_fails_first_and_says_what_to_provide(services):
+    work, env = services
+    result = run_deployment(env, "dogs", [])
+    assert result.returncode != 0
+    log = (work / ".services" / "logs" / "deployments.log").read_text()
+    assert "preset dogs: ingest failed" in log and "ImageNet training images" in log
+    assert not (work / "runs" / "dogs").exists()

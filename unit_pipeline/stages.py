@@ -1,0 +1,223 @@
+"""The pipeline's four stages as plain functions of one configuration.
+
+The same functions run from ``unit stage <name> --preset P`` (and so from DVC) and as the
+tasks of the Prefect flow ``unit``. Each returns a small JSON-able dict and is idempotent:
+rerun with the same configuration it finds its output complete and returns it.
+
+Where the outputs go, for a preset:
+
+    ingest    data.root                           manifest.jsonl, report.json, <domain>/<split>/
+    train     <train.out_dir>/                    config.yaml, checkpoints/, samples/, train_log.jsonl
+    evaluate  <train.out_dir>/evaluation/         metrics.json, evaluation.json, report/
+    register  <train.out_dir>/registration.json   the MLflow model version and champion decision
+
+Stages record what they were run on (a hash of their settings and input files) beside
+their output, and a rerun with the same record returns the recorded outcome with
+``"reused": true``: a retried flow run or a repeated ``unit stage`` skips finished work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from unit_core.checkpoint import CheckpointError, load_checkpoint
+from unit_core.config import UnitConfig
+
+STAGES = ("ingest", "train", "evaluate", "register")
+
+
+class StageError(RuntimeError):
+    """A stage cannot run or failed; the message says what to provide or fix."""
+
+
+def run_folder(cfg: UnitConfig) -> Path:
+    return Path(cfg.train.out_dir)
+
+
+def evaluation_folder(cfg: UnitConfig) -> Path:
+    return run_folder(cfg) / "evaluation"
+
+
+def _stamp_key(inputs: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _reuse(stamp: Path, inputs: dict[str, Any]) -> dict[str, Any] | None:
+    """The outcome recorded by the last run of a stage if it had exactly these inputs."""
+    try:
+        recorded = json.loads(stamp.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if recorded.get("key") != _stamp_key(inputs):
+        return None
+    return {**recorded["outcome"], "reused": True}
+
+
+def _record(stamp: Path, inputs: dict[str, Any], outcome: dict[str, Any]) -> dict[str, Any]:
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    temp = stamp.with_name(stamp.name + ".tmp")
+    temp.write_text(json.dumps({"key": _stamp_key(inputs), "outcome": outcome}, indent=2, default=str) + "\n", encoding="utf-8")
+    temp.replace(stamp)
+    return {**outcome, "reused": False}
+
+
+def ingest(cfg: UnitConfig) -> dict[str, Any]:
+    """``unit ingest <ingest.kind> <ingest.args...> --out <data.root>``.
+
+    Generated (demo) data sets are a pure function of their arguments and are not redone;
+    other sources are read again, and the ingestion itself skips unchanged files by hash.
+    """
+    from unit_cli.errors import UserError
+    from unit_cli.main import build_parser
+    from unit_core.evaluation import manifest_sha256
+
+    stamp = Path(cfg.data.root) / ".stage-ingest.json"
+    inputs = {"ingest": cfg.ingest.model_dump(), "root": cfg.data.root}
+    if cfg.ingest.kind.startswith("demo-") and (reused := _reuse(stamp, inputs)):
+        return reused
+    argv = ["ingest", cfg.ingest.kind, *cfg.ingest.args, "--out", cfg.data.root]
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit:
+        raise StageError(f"preset {cfg.name}: ingest.args are not valid for 'unit ingest {cfg.ingest.kind}': {argv[2:-2]}") from None
+    try:
+        args.func(args)
+    except (UserError, ValueError, OSError) as exc:
+        needs = f"\nThis preset needs: {cfg.ingest.requires}" if cfg.ingest.requires else ""
+        raise StageError(f"preset {cfg.name}: ingest failed: {exc}{needs}") from None
+    return _record(stamp, inputs, {"data_root": cfg.data.root, "manifest_sha256": manifest_sha256(cfg.data.root)})
+
+
+@contextlib.contextmanager
+def _tracking(cfg: UnitConfig, track: bool) -> Iterator[tuple]:
+    if not track:
+        yield ()
+        return
+    from unit_tracking.mlflow_store import training_run
+
+    with training_run(cfg) as callback:
+        yield (callback,)
+
+
+def _finished_checkpoint(cfg: UnitConfig) -> Path | None:
+    """``latest.pt`` of the run folder if it is this configuration's run, trained to the end.
+
+    A run folder holding another configuration's run is an error, not overwritten.
+    """
+    latest = run_folder(cfg) / "checkpoints" / "latest.pt"
+    if not latest.exists():
+        return None
+    payload = load_checkpoint(latest)
+    saved, current = payload["config"], cfg.to_dict()
+    # What defines the model being trained; max_steps may grow (the run is then resumed).
+    defining = {section: list(current[section]) for section in ("model", "loss", "optim", "data")}
+    defining["train"] = ["batch_size", "precision"]
+    differing = [f"{section}.{key}" for section, keys in defining.items() for key in keys
+                 if saved.get(section, {}).get(key) != current[section][key]]
+    if saved.get("seed") != current["seed"]:
+        differing.append("seed")
+    if differing:
+        raise StageError(
+            f"{run_folder(cfg)} holds a run with other settings ({', '.join(differing)}); "
+            f"set another train.out_dir or remove that folder"
+        )
+    return latest if payload["step"] >= cfg.train.max_steps else None
+
+
+def train(cfg: UnitConfig, track: bool = True, progress: bool = False) -> dict[str, Any]:
+    """Train (Ray Train when ``distributed.workers > 1``), resuming an unfinished run of the same settings."""
+    from unit_distributed import DistributedError
+    from unit_distributed import train as run_training
+
+    try:
+        finished = _finished_checkpoint(cfg)
+    except CheckpointError as exc:
+        raise StageError(str(exc)) from None
+    if finished is not None:
+        return {"run_dir": str(run_folder(cfg)), "checkpoint": str(finished), "step": cfg.train.max_steps, "reused": True}
+    resume = (run_folder(cfg) / "checkpoints" / "latest.pt").exists()
+    errors: tuple[type[Exception], ...] = (CheckpointError, FileNotFoundError, DistributedError)
+    if track:
+        from unit_tracking.mlflow_store import TrackingError
+
+        errors += (TrackingError,)
+    try:
+        with _tracking(cfg, track) as callbacks:
+            result = run_training(cfg, resume=resume, callbacks=callbacks, progress=progress)
+    except errors as exc:
+        raise StageError(f"preset {cfg.name}: training failed: {exc}") from None
+    return {"run_dir": str(run_folder(cfg)), "checkpoint": str(result.checkpoint), "step": result.step, "reused": False}
+
+
+def evaluate(cfg: UnitConfig, checkpoint: str | Path | None = None) -> dict[str, Any]:
+    """Metrics of the run's model on ``data.root`` / ``evaluation.split``; writes metrics.json and the report."""
+    from unit_core.evaluation import evaluate as run_evaluation
+    from unit_core.evaluation import load_for_evaluation, training_scale
+
+    from unit_core.evaluation import file_sha256, manifest_sha256
+
+    checkpoint = Path(checkpoint) if checkpoint else run_folder(cfg) / "checkpoints" / "latest.pt"
+    if not checkpoint.is_file():
+        raise StageError(f"preset {cfg.name}: no trained model at {checkpoint}; run the train stage first")
+    stamp = evaluation_folder(cfg) / ".stage-evaluate.json"
+    inputs = {"evaluation": cfg.evaluation.model_dump(), "data": cfg.data.model_dump(),
+              "checkpoint": file_sha256(checkpoint), "manifest": manifest_sha256(cfg.data.root)}
+    if reused := _reuse(stamp, inputs):
+        return reused
+    try:
+        translator, model_cfg = load_for_evaluation(checkpoint)
+        result = run_evaluation(translator, cfg, evaluation_folder(cfg), scale=training_scale(model_cfg),
+                                model_source=str(checkpoint))
+    except (FileNotFoundError, ValueError) as exc:
+        raise StageError(f"preset {cfg.name}: evaluation failed: {exc}") from None
+    return _record(stamp, inputs, {"metrics_path": str(result.metrics_path), "metrics": result.metrics,
+                                   "report": [str(path) for path in result.report], "notes": list(result.notes)})
+
+
+def register(cfg: UnitConfig) -> dict[str, Any]:
+    """Log the model and its metrics to MLflow, register a version, move ``champion`` if it is better."""
+    from unit_tracking.mlflow_store import TrackingError, register_model
+
+    from unit_core.evaluation import file_sha256
+    from unit_tracking.mlflow_store import resolve_tracking_uri
+
+    checkpoint = run_folder(cfg) / "checkpoints" / "latest.pt"
+    metrics = evaluation_folder(cfg) / "metrics.json"
+    for needed, stage in ((checkpoint, "train"), (metrics, "evaluate")):
+        if not needed.is_file():
+            raise StageError(f"preset {cfg.name}: {needed} is missing; run the {stage} stage first")
+    stamp = run_folder(cfg) / "registration.json"
+    inputs = {"tracking": cfg.tracking.model_dump(), "uri": resolve_tracking_uri(cfg.tracking.tracking_uri),
+              "checkpoint": file_sha256(checkpoint), "metrics": file_sha256(metrics)}
+    if reused := _reuse(stamp, inputs):  # registering the same model twice would add a duplicate version
+        return reused
+    try:
+        registration = register_model(cfg, checkpoint, metrics, run_dir=run_folder(cfg))
+    except (TrackingError, CheckpointError) as exc:
+        raise StageError(f"preset {cfg.name}: registration failed: {exc}") from None
+    return _record(stamp, inputs, registration.summary())
+
+
+def run_stage(name: str, cfg: UnitConfig, track: bool = True) -> dict[str, Any]:
+    if name == "ingest":
+        return ingest(cfg)
+    if name == "train":
+        return train(cfg, track=track, progress=True)
+    if name == "evaluate":
+        return evaluate(cfg)
+    if name == "register":
+        return register(cfg)
+    raise StageError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+
+
+def add_preset_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="configuration file (default: params.yaml)")
+    parser.add_argument("--preset", help="a preset of presets/ (default: the settings of params.yaml alone)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting after the preset (repeatable)")
