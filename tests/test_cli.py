@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -90,3 +91,21 @@ def test_errors_are_clear_and_name_the_culprit(tmp_path: Path, shared_data: Path
     assert result.returncode == 2 and "train.max_step: unknown key" in result.stderr
     result = unit("train", "--set", f"data.root={tmp_path}", "--set", f"train.out_dir={tmp_path / 'run'}")
     assert result.returncode == 2 and f"{tmp_path}: no folder for domain 'day'" in result.stderr
+
+
+def test_train_with_tracking_logs_the_run_to_mlflow(street_root: Path, tmp_path: Path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "unit_cli", "train", "--no-progress", "--track", "--params", str(REPO / "params.yaml"),
+         *with_sets([f"data.root={street_root}", f"train.out_dir={out}", *TINY, "tracking.experiment=cli-test"])],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    client = MlflowClient(uri)
+    [run] = client.search_runs([client.get_experiment_by_name("cli-test").experiment_id])
+    assert run.data.params["model.width"] == "8"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "gen/total")] == [2, 4]

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from unit_core.config import UnitConfig, load_config
+from unit_core.config import load_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,6 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "Joins the cluster at RAY_ADDRESS if set, else starts Ray on this machine")
     parser.add_argument("--gpus", action="store_true",
                         help="one GPU per Ray worker, NCCL (default: distributed.use_gpu; CPU workers use gloo)")
+    parser.add_argument("--preset", help="apply presets/<PRESET>.yaml over the params file")
+    parser.add_argument("--track", action="store_true",
+                        help="log params, losses and sample grids to MLflow (tracking.tracking_uri, MLFLOW_TRACKING_URI "
+                             "or the local store); the server is checked before training starts")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to train_log.jsonl)")
     parser.set_defaults(func=run)
 
@@ -34,35 +38,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from unit_cli.errors import UserError
     from unit_core.checkpoint import CheckpointError
-    from unit_core.training import fit
+    from unit_distributed import DistributedError, train
+    from unit_pipeline.stages import tracked_callbacks
+    from unit_tracking.mlflow_store import TrackingError
 
     overrides = list(args.overrides)
     if args.workers is not None:
         overrides.append(f"distributed.workers={args.workers}")
     if args.gpus:
         overrides.append("distributed.use_gpu=true")
-    cfg = load_config(args.params, overrides)
-    if cfg.distributed.workers > 1:
-        return run_distributed(cfg, args)
+    cfg = load_config(args.params, overrides, preset=args.preset)
     try:
-        result = fit(cfg, resume=args.resume, progress=not args.no_progress)
-    except (CheckpointError, FileNotFoundError) as exc:
+        with tracked_callbacks(cfg, args.track) as callbacks:
+            result = train(cfg, resume=args.resume, callbacks=callbacks, progress=not args.no_progress)
+    except (CheckpointError, FileNotFoundError, DistributedError, TrackingError) as exc:
         raise UserError(str(exc)) from None
-    print(json.dumps({"step": result.step, "checkpoint": str(result.checkpoint), "samples": str(result.grid)}))
-    return 0
-
-
-def run_distributed(cfg: UnitConfig, args: argparse.Namespace) -> int:
-    from unit_cli.errors import UserError
-    from unit_core.checkpoint import CheckpointError
-    from unit_distributed import DistributedError, train_distributed
-
-    try:
-        result = train_distributed(cfg, resume=args.resume, progress=not args.no_progress)
-    except (CheckpointError, FileNotFoundError, DistributedError) as exc:
-        raise UserError(str(exc)) from None
-    print(json.dumps({"step": result.step, "checkpoint": str(result.checkpoint), "samples": str(result.grid),
-                      "storage_checkpoint": result.storage_checkpoint, "started_from": result.started_from}))
+    summary = {"step": result.step, "checkpoint": str(result.checkpoint), "samples": str(result.grid)}
+    for extra in ("storage_checkpoint", "started_from"):  # distributed runs only
+        if hasattr(result, extra):
+            summary[extra] = getattr(result, extra)
+    print(json.dumps(summary))
     return 0
 
 

@@ -95,7 +95,8 @@ def ingest(cfg: UnitConfig) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _tracking(cfg: UnitConfig, track: bool) -> Iterator[tuple]:
+def tracked_callbacks(cfg: UnitConfig, track: bool) -> Iterator[tuple]:
+    """Training callbacks: an MLflow run's (checked reachable first) if ``track``, else none."""
     if not track:
         yield ()
         return
@@ -148,7 +149,7 @@ def train(cfg: UnitConfig, track: bool = True, progress: bool = False) -> dict[s
 
         errors += (TrackingError,)
     try:
-        with _tracking(cfg, track) as callbacks:
+        with tracked_callbacks(cfg, track) as callbacks:
             result = run_training(cfg, resume=resume, callbacks=callbacks, progress=progress)
     except errors as exc:
         raise StageError(f"preset {cfg.name}: training failed: {exc}") from None
