@@ -7,7 +7,7 @@ rerun with the same configuration it finds its output complete and returns it.
 Where the outputs go, for a preset:
 
     ingest    data.root                           manifest.jsonl, report.json, <domain>/<split>/
-    train     <train.out_dir>/                    config.yaml, checkpoints/, samples/, train_log.jsonl
+    train     <train.out_dir>/                    config.yaml, checkpoints/, samples/, train_log.jsonl (+ .json)
     evaluate  <train.out_dir>/evaluation/         metrics.json, evaluation.json, report/
     register  <train.out_dir>/registration.json   the MLflow model version and champion decision
 
@@ -153,7 +153,15 @@ def train(cfg: UnitConfig, track: bool = True, progress: bool = False) -> dict[s
             result = run_training(cfg, resume=resume, callbacks=callbacks, progress=progress)
     except errors as exc:
         raise StageError(f"preset {cfg.name}: training failed: {exc}") from None
+    _write_plottable_log(run_folder(cfg))
     return {"run_dir": str(run_folder(cfg)), "checkpoint": str(result.checkpoint), "step": result.step, "reused": False}
+
+
+def _write_plottable_log(run_dir: Path) -> None:
+    """``train_log.json``: the JSON-lines log as one JSON list, the form DVC plots read."""
+    lines = (run_dir / "train_log.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    (run_dir / "train_log.json").write_text(json.dumps(records) + "\n", encoding="utf-8")
 
 
 def evaluate(cfg: UnitConfig, checkpoint: str | Path | None = None) -> dict[str, Any]:
