@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from contextlib import nullcontext
 
     from unit_cli.errors import UserError
+    from unit_core.adaptation import classifier_from_checkpoint
     from unit_core.config import load_config
     from unit_core.evaluation import evaluate, load_for_evaluation, training_scale
 
@@ -52,9 +53,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         with fetched as checkpoint:
             translator, model_cfg = load_for_evaluation(checkpoint, args.device)
+            classifier = classifier_from_checkpoint(checkpoint, args.device)  # None unless domain adaptation
         result = evaluate(
             translator, cfg, args.out, scale=training_scale(model_cfg), model_source=args.model or str(args.checkpoint),
-            batch_size=args.batch_size,
+            batch_size=args.batch_size, classifier=classifier,
         )
     # Bad checkpoints, weights files, images and data layouts raise these, with the file named.
     except (FileNotFoundError, ValueError, *errors) as exc:

@@ -4,11 +4,13 @@ Sample number ``g`` of the run (counted over all steps, workers and batch slots)
 pure function of ``(seed, g)``: which image of each domain (a fresh permutation per
 pass over the folder), the crop offset and the flip. Resuming at step ``s`` therefore
 continues the exact stream without saving any loader state, and distributed workers
-take disjoint interleaved parts of it.
+take disjoint interleaved parts of it. Class labels of domain-a images (domain
+adaptation) travel with their image, so they follow the same stream.
 """
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -40,6 +42,46 @@ def domain_images(root: str | Path, domain: str, split: str) -> list[Path]:
     if not files:
         raise FileNotFoundError(f"{folder}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     return files
+
+
+def labels_file(root: str | Path, domain: str, split: str) -> Path:
+    """``<root>/<domain>/labels-<split>.csv``, as the digits ingestion writes it."""
+    return Path(root) / domain / f"labels-{split}.csv"
+
+
+def read_labels(path: Path) -> dict[str, int]:
+    """``file,label`` rows (the digits ingestion's ``labels-<split>.csv``) as {file name: label}."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no labels file (expected 'file,label' rows)")
+    labels: dict[str, int] = {}
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header != ["file", "label"]:
+            raise ValueError(f"{path}: line 1: expected the header 'file,label', got {header!r}")
+        for number, row in enumerate(reader, 2):
+            if len(row) != 2 or not row[1].strip().lstrip("-").isdigit():
+                raise ValueError(f"{path}: line {number}: expected 'file,label' with an integer label, got {row!r}")
+            labels[row[0]] = int(row[1])
+    if not labels:
+        raise ValueError(f"{path}: no labelled files")
+    return labels
+
+
+def image_labels(root: str | Path, domain: str, split: str, files: list[Path], num_classes: int) -> list[int]:
+    """Class index of each of ``files`` (images of ``<root>/<domain>/<split>``), from the split's labels file."""
+    path = labels_file(root, domain, split)
+    labels = read_labels(path)
+    folder = domain_folder(root, domain, split)
+    result = []
+    for file in files:
+        name = file.relative_to(folder).as_posix()
+        if name not in labels:
+            raise ValueError(f"{path}: no label for {file}")
+        if not 0 <= labels[name] < num_classes:
+            raise ValueError(f"{path}: label {labels[name]} of {name} is outside 0..{num_classes - 1} (model.num_classes)")
+        result.append(labels[name])
+    return result
 
 
 class _Permutations:
@@ -76,10 +118,17 @@ def resize_and_crop(image: Image.Image, load_size: int, crop: int, rng: np.rando
 
 
 class UnpairedSamples(Dataset):
-    """``dataset[g]`` = (x_a, x_b) for global sample number g; see the module docstring."""
+    """``dataset[g]`` = (x_a, x_b) for global sample number g; see the module docstring.
 
-    def __init__(self, files_a: list[Path], files_b: list[Path], data: DataConfig, channels: tuple[int, int], seed: int):
+    With ``labels_a`` (the class of each of ``files_a``), ``dataset[g]`` = (x_a, x_b, label of x_a).
+    """
+
+    def __init__(self, files_a: list[Path], files_b: list[Path], data: DataConfig, channels: tuple[int, int], seed: int,
+                 labels_a: list[int] | None = None):
+        if labels_a is not None and len(labels_a) != len(files_a):
+            raise ValueError(f"{len(labels_a)} labels for {len(files_a)} domain-a images")
         self.files = (files_a, files_b)
+        self.labels_a = labels_a
         self.data = data
         self.channels = channels
         self.seed = seed
@@ -96,8 +145,11 @@ class UnpairedSamples(Dataset):
         image = resize_and_crop(image, self.data.load_size or crop, crop, rng, self.data.flip)
         return pil_to_tensor(image)
 
-    def __getitem__(self, sample: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.load(0, sample), self.load(1, sample)
+    def __getitem__(self, sample: int) -> tuple[torch.Tensor, ...]:
+        if self.labels_a is None:
+            return self.load(0, sample), self.load(1, sample)
+        label = self.labels_a[self.order[0](sample)]
+        return self.load(0, sample), self.load(1, sample), torch.tensor(label)
 
 
 class StepSampler(Sampler[int]):

@@ -28,7 +28,6 @@ metrics and why) and ``report/<direction>.png`` grids: input | translation | cyc
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -44,7 +43,7 @@ from PIL import Image
 
 from unit_core.checkpoint import load_checkpoint
 from unit_core.config import UnitConfig, config_from_dict
-from unit_core.data import domain_folder, domain_images
+from unit_core.data import domain_folder, domain_images, labels_file, read_labels
 from unit_core.images import load_image, pil_to_tensor, save_grid, tensor_to_uint8
 from unit_core.inception import load_inception
 from unit_core.metrics import (
@@ -200,29 +199,10 @@ def _real_features(files: list[Path], channels: int, scale: int, batch_size: int
     return np.concatenate(parts)
 
 
-def read_labels(path: Path) -> dict[str, int]:
-    """``file,label`` rows (the digits ingestion's ``labels-<split>.csv``) as {file name: label}."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no labels file (expected 'file,label' rows)")
-    labels: dict[str, int] = {}
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header != ["file", "label"]:
-            raise ValueError(f"{path}: line 1: expected the header 'file,label', got {header!r}")
-        for number, row in enumerate(reader, 2):
-            if len(row) != 2 or not row[1].strip().lstrip("-").isdigit():
-                raise ValueError(f"{path}: line {number}: expected 'file,label' with an integer label, got {row!r}")
-            labels[row[0]] = int(row[1])
-    if not labels:
-        raise ValueError(f"{path}: no labelled files")
-    return labels
-
-
 def classify_split(classifier: Classifier, root: str | Path, domain: str, split: str, channels: int, batch_size: int = 64) -> float:
     """Classification accuracy of ``classifier`` on ``<root>/<domain>/<split>`` (images at their own size)."""
     folder = domain_folder(root, domain, split)
-    labels = read_labels(Path(root) / domain / f"labels-{split}.csv")
+    labels = read_labels(labels_file(root, domain, split))
     files = []
     for name in labels:
         path = folder / name

@@ -89,8 +89,8 @@ class UNITTrainer:
         self.gen_forward: Callable[..., Any] = self.gen
         self.dis_forward: Callable[..., Any] = self.dis
         if cfg.train.compile:
-            self.gen_forward = _CompiledOrEager(self.gen)
-            self.dis_forward = _CompiledOrEager(self.dis)
+            self.gen_forward = CompiledOrEager(self.gen)
+            self.dis_forward = CompiledOrEager(self.dis)
 
         o = cfg.optim
         fused = o.fused and self.device.type == "cuda"
@@ -264,7 +264,7 @@ class UNITTrainer:
         self.step = int(payload["step"])
 
 
-class _CompiledOrEager:
+class CompiledOrEager:
     """``torch.compile`` a module, falling back to eager if compilation fails at the first call."""
 
     def __init__(self, module: nn.Module):

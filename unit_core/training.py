@@ -34,9 +34,9 @@ from tqdm import tqdm
 
 from unit_core.checkpoint import CheckpointError, atomic_torch_save, link_or_copy_atomic, load_checkpoint, make_checkpoint
 from unit_core.config import UnitConfig
-from unit_core.data import StepSampler, UnpairedSamples, domain_images, fixed_samples
+from unit_core.data import StepSampler, UnpairedSamples, domain_images, fixed_samples, image_labels
 from unit_core.images import save_grid
-from unit_core.trainer import UNITTrainer, _CompiledOrEager, resolve_device, set_deterministic
+from unit_core.trainer import UNITTrainer, CompiledOrEager, resolve_device, set_deterministic
 
 
 class TrainingCallback(Protocol):
@@ -157,6 +157,8 @@ def fit(
     data = cfg.data
     files_a = domain_images(data.root, data.domain_a, "train")
     files_b = domain_images(data.root, data.domain_b, "train")
+    # Domain adaptation learns classes from domain a only; domain b's labels are never read.
+    labels_a = image_labels(data.root, data.domain_a, "train", files_a, cfg.model.num_classes) if cfg.model.num_classes else None
     channels = (cfg.model.channels_a, cfg.model.channels_b)
     fixed = (
         fixed_samples(data.root, data.domain_a, channels[0], data, cfg.train.sample_count),
@@ -182,15 +184,15 @@ def fit(
         trainer.gen_forward = parallel.wrap(trainer.gen)
         trainer.dis_forward = parallel.wrap(trainer.dis)
         if cfg.train.compile:
-            trainer.gen_forward = _CompiledOrEager(trainer.gen_forward)
-            trainer.dis_forward = _CompiledOrEager(trainer.dis_forward)
+            trainer.gen_forward = CompiledOrEager(trainer.gen_forward)
+            trainer.dis_forward = CompiledOrEager(trainer.dis_forward)
 
     if writer:
         out_dir.mkdir(parents=True, exist_ok=True)
         paths["config"].write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
 
     loader = DataLoader(
-        UnpairedSamples(files_a, files_b, data, channels, cfg.seed),
+        UnpairedSamples(files_a, files_b, data, channels, cfg.seed, labels_a),
         batch_size=cfg.train.batch_size,
         sampler=StepSampler(trainer.step, cfg.train.max_steps, cfg.train.batch_size, parallel.rank, parallel.world_size),
         num_workers=data.loader_workers,
@@ -209,8 +211,8 @@ def fit(
     bar = tqdm(total=cfg.train.max_steps, initial=trainer.step, disable=not (progress and writer), unit="step",
                dynamic_ncols=True)
     with bar, (paths["log"].open("a", encoding="utf-8") if writer else contextlib.nullcontext()) as log:
-        for x_a, x_b in loader:
-            losses = trainer.train_step(x_a, x_b)
+        for batch in loader:  # (x_a, x_b) or, with labels_a, (x_a, x_b, labels of x_a)
+            losses = trainer.train_step(*batch)
             for name, value in losses.items():
                 sums[name] = sums[name] + value if name in sums else value.clone()
             window_steps += 1

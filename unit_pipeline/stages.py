@@ -166,6 +166,7 @@ def _write_plottable_log(run_dir: Path) -> None:
 
 def evaluate(cfg: UnitConfig, checkpoint: str | Path | None = None) -> dict[str, Any]:
     """Metrics of the run's model on ``data.root`` / ``evaluation.split``; writes metrics.json and the report."""
+    from unit_core.adaptation import classifier_from_checkpoint
     from unit_core.evaluation import evaluate as run_evaluation
     from unit_core.evaluation import load_for_evaluation, training_scale
 
@@ -182,7 +183,8 @@ def evaluate(cfg: UnitConfig, checkpoint: str | Path | None = None) -> dict[str,
     try:
         translator, model_cfg = load_for_evaluation(checkpoint)
         result = run_evaluation(translator, cfg, evaluation_folder(cfg), scale=training_scale(model_cfg),
-                                model_source=str(checkpoint))
+                                model_source=str(checkpoint),
+                                classifier=classifier_from_checkpoint(checkpoint))  # domain adaptation only
     except (FileNotFoundError, ValueError) as exc:
         raise StageError(f"preset {cfg.name}: evaluation failed: {exc}") from None
     return _record(stamp, inputs, {"metrics_path": str(result.metrics_path), "metrics": result.metrics,

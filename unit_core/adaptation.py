@@ -1,0 +1,66 @@
+"""Domain adaptation (paper, section 4): the classifier on the tied discriminator features.
+
+Training learns classes from labelled domain-a (source) images only; the target domain b is
+classified through D2's own first layers and the tied trunk, ``dis.classify(x, "b")``. These
+helpers turn a model into the classifier callable :func:`unit_core.evaluation.evaluate`
+accepts, and record the target accuracy during training for reports, never for selection.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from unit_core.checkpoint import load_checkpoint
+from unit_core.config import UnitConfig, config_from_dict
+from unit_core.evaluation import Classifier, classify_split
+from unit_core.networks import UNITDiscriminators
+from unit_core.trainer import UNITTrainer, resolve_device
+
+
+def discriminator_classifier(dis: UNITDiscriminators, device: torch.device, domain: str = "b") -> Classifier:
+    """Images (N, C, H, W) in [-1, 1] -> class logits through ``domain``'s discriminator path."""
+
+    @torch.no_grad()
+    def classify(images: torch.Tensor) -> torch.Tensor:
+        return dis.classify(images.to(device), domain).float()
+
+    return classify
+
+
+def classifier_from_checkpoint(path: str | Path, device: str | torch.device = "auto") -> Classifier | None:
+    """The target-domain (b) classifier of a checkpoint; None when its model has none (``model.num_classes`` 0)."""
+    payload = load_checkpoint(path, map_location="cpu")
+    model_cfg = config_from_dict(payload["config"], source=f"{path} (stored configuration)").model
+    if not model_cfg.num_classes:
+        return None
+    dis = UNITDiscriminators(model_cfg)
+    dis.load_state_dict(payload["networks"]["dis"])
+    device = resolve_device(device) if isinstance(device, str) else device
+    return discriminator_classifier(dis.to(device).eval(), device)
+
+
+class TargetAccuracyCurve:
+    """Replica callback of :func:`unit_core.training.fit`: target-test accuracy at each checkpoint, one JSON line each.
+
+    For reports of how adaptation progresses; the target labels it reads must never steer
+    training or choose a checkpoint. Measured on rank 0 only (the one holding a checkpoint path).
+    """
+
+    def __init__(self, cfg: UnitConfig, split: str, out_file: str | Path):
+        self.cfg, self.split, self.out_file = cfg, split, Path(out_file)
+
+    def on_log(self, step: int, metrics: dict[str, float]) -> None:
+        """Nothing to do between checkpoints."""
+
+    def on_checkpoint(self, step: int, trainer: UNITTrainer, checkpoint: Path | None, grid: Path | None) -> None:
+        if checkpoint is None:
+            return
+        # The discriminators hold no batch norm or dropout, so train mode classifies as eval mode would.
+        accuracy = classify_split(discriminator_classifier(trainer.dis, trainer.device), self.cfg.data.root,
+                                  self.cfg.data.domain_b, self.split, self.cfg.model.channels_b, batch_size=500)
+        self.out_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.out_file.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"step": step, "accuracy": accuracy}) + "\n")
