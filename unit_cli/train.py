@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with tracked_callbacks(cfg, args.track) as callbacks:
             result = train(cfg, resume=args.resume, callbacks=callbacks, progress=not args.no_progress)
-    except (CheckpointError, FileNotFoundError, DistributedError, TrackingError) as exc:
+    except (CheckpointError, FileNotFoundError, ValueError, DistributedError, TrackingError) as exc:
         raise UserError(str(exc)) from None
     summary = {"step": result.step, "checkpoint": str(result.checkpoint), "samples": str(result.grid)}
     for extra in ("storage_checkpoint", "started_from"):  # distributed runs only
