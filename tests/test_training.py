@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import random
 from pathlib import Path
 
 import pytest
@@ -135,6 +136,23 @@ def test_bad_checkpoint_files_fail_cleanly(street_root, tmp_path):
     empty.write_bytes(b"")
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(os.urandom(4096))
+    # Random bytes, bytes that open like a legacy pickle, and a real archive with its pickle
+    # scrambled: torch's own readers fail on these with IndexError, KeyError and the like.
+    generator = random.Random(0)
+    fuzzed = []
+    for index in range(60):
+        blob = bytes(generator.randrange(256) for _ in range(512))
+        fuzzed_path = tmp_path / f"fuzzed{index}.pt"
+        fuzzed_path.write_bytes(blob if index % 2 else b"\x80\x02" + blob)
+        fuzzed.append(fuzzed_path)
+    pickle_offset = data.index(b"data.pkl") + len(b"data.pkl")
+    for index in range(20):
+        scrambled = bytearray(data)
+        for offset in range(pickle_offset + 40, pickle_offset + 400, 7):
+            scrambled[offset] = generator.randrange(256)
+        fuzzed_path = tmp_path / f"scrambled{index}.pt"
+        fuzzed_path.write_bytes(bytes(scrambled))
+        fuzzed.append(fuzzed_path)
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {"w": torch.ones(2)}}, foreign)
     marker = tmp_path / "pwned"
@@ -156,6 +174,7 @@ def test_bad_checkpoint_files_fail_cleanly(street_root, tmp_path):
         raw_pickle: None,
         newer: "newer than this program supports",
         tmp_path / "missing.pt": "no such checkpoint",
+        **{path: None for path in fuzzed},
     }
     for path, message in cases.items():
         with pytest.raises(CheckpointError, match=message) as info:

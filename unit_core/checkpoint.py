@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import torch
 FORMAT = "unit-checkpoint"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "format_version", "config", "step", "networks")
+ZIP_MAGIC = b"PK\x03\x04"
 
 
 class CheckpointError(ValueError):
@@ -78,6 +78,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file, not a checkpoint")
+    with path.open("rb") as handle:
+        magic = handle.read(len(ZIP_MAGIC))
+    if magic != ZIP_MAGIC:
+        # torch.save always writes a zip archive; anything else (a raw pickle, random bytes)
+        # is not ours, and torch's legacy-format reader fails on it in unpredictable ways.
+        raise CheckpointError(f"{path}: not a checkpoint: not a PyTorch zip archive (starts with {magic!r})")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
@@ -85,8 +91,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path}: refused to load: not a checkpoint of tensors and plain values "
             f"(loading other objects would mean unpickling them, which can run arbitrary code)"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise CheckpointError(f"{path}: unreadable or truncated checkpoint: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # noqa: BLE001 - corrupt bytes inside the archive can raise any parser error
+        first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{path}: unreadable or truncated checkpoint: {first_line}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a UNIT checkpoint (no '{FORMAT}' format marker)")
     version = payload.get("format_version")
