@@ -97,13 +97,15 @@ def measure(rank: int, args: argparse.Namespace, port: int) -> None:
     shape_b = (args.batch, cfg.model.channels_b, args.size, args.size)
     x_a = torch.rand(shape_a, device=device) * 2 - 1
     x_b = torch.rand(shape_b, device=device) * 2 - 1
+    # The domain-adaptation variant (model.num_classes > 0) trains its classifier on domain-a labels.
+    labels_a = torch.randint(cfg.model.num_classes, (args.batch,), device=device) if cfg.model.num_classes else None
 
     for _ in range(args.warmup):
-        trainer.train_step(x_a, x_b)
+        trainer.train_step(x_a, x_b, labels_a)
     synchronize(device)
 
     with FlopCounterMode(display=False) as counter:
-        trainer.train_step(x_a, x_b)
+        trainer.train_step(x_a, x_b, labels_a)
     gflop = counter.get_total_flops() / 1e9
 
     if device.type == "cuda":
@@ -111,7 +113,7 @@ def measure(rank: int, args: argparse.Namespace, port: int) -> None:
     synchronize(device)
     start = time.perf_counter()
     for _ in range(args.steps):
-        losses = trainer.train_step(x_a, x_b)
+        losses = trainer.train_step(x_a, x_b, labels_a)
     synchronize(device)
     seconds = (time.perf_counter() - start) / args.steps
     assert all(torch.isfinite(v).all() for v in losses.values()), "non-finite loss"

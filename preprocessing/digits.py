@@ -28,6 +28,7 @@ MNIST_SPLITS = {"train": "train", "test": "t10k"}
 USPS_SPLITS = ("train", "test")
 # cv2.resize handles at most this many channels at once (CV_CN_MAX in OpenCV 5).
 _RESIZE_BATCH = 128
+_AREA_RESIZE_BATCH = 4
 _ENCODE_CHUNK = 2048
 
 
@@ -115,11 +116,13 @@ def resize_batch(images: np.ndarray, size: int) -> np.ndarray:
         return images
     shrinking = size <= min(images.shape[1:])
     interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
+    # OpenCV's area resize takes at most 4 channels at a non-integer scale (28 -> 16).
+    per_call = _AREA_RESIZE_BATCH if shrinking else _RESIZE_BATCH
     out = np.empty((len(images), size, size), dtype=np.uint8)
-    for start in range(0, len(images), _RESIZE_BATCH):
-        stacked = np.ascontiguousarray(images[start : start + _RESIZE_BATCH].transpose(1, 2, 0))
+    for start in range(0, len(images), per_call):
+        stacked = np.ascontiguousarray(images[start : start + per_call].transpose(1, 2, 0))
         resized = cv2.resize(stacked, (size, size), interpolation=interpolation)
-        out[start : start + _RESIZE_BATCH] = resized.reshape(size, size, -1).transpose(2, 0, 1)
+        out[start : start + per_call] = resized.reshape(size, size, -1).transpose(2, 0, 1)
     return out
 
 

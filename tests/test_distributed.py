@@ -24,6 +24,7 @@ import torch
 import yaml
 
 from conftest import tiny_config
+from test_adaptation import adaptation_config, digits_root  # noqa: F401 - digits_root is a fixture
 from unit_core.checkpoint import load_checkpoint
 from unit_core.config import ConfigError, load_config
 from unit_core.data import StepSampler
@@ -192,6 +193,23 @@ def test_cli_spreads_workers_over_two_nodes_with_the_cycle_loss_off(ray_cluster,
     log = read_log(tmp_path / "run")
     assert [entry["step"] for entry in log] == [3, 6] and "gen/cycle_a" not in log[-1]
     assert load_checkpoint(summary["checkpoint"])["step"] == 6
+
+
+@pytest.mark.slow
+def test_domain_adaptation_learns_under_ddp(ray_cluster, digits_root, tmp_path):
+    # The variant with a tied D trunk, a classifier on source labels and batch norm: each worker
+    # reads its shard's images with their own labels, and the alternating updates stay in step.
+    cfg = adaptation_config(digits_root, tmp_path / "adapt", "train.max_steps=60", "train.log_every=20",
+                            "train.checkpoint_every=60", "train.batch_size=8", "distributed.workers=2",
+                            f"distributed.storage_path={tmp_path / 'storage'}")
+    result = train_distributed(cfg, progress=False)
+    assert result.step == 60
+    replicas = json.loads((Path(result.storage_checkpoint) / "replicas.json").read_text())
+    assert len(replicas) == 2 and len({replica["weights_sha256"] for replica in replicas}) == 1
+    log = read_log(tmp_path / "adapt")
+    assert [entry["step"] for entry in log] == [20, 40, 60]
+    # Labels that did not belong to their images would leave the classifier at chance (0.1).
+    assert log[-1]["dis/accuracy_a"] > 0.3 and log[-1]["dis/classifier"] < log[0]["dis/classifier"], log
 
 
 def train_worker_processes() -> list[psutil.Process]:

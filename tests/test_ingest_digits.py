@@ -91,6 +91,13 @@ def test_size_32_and_batch_resize_matches_single_resize(digits: Path, tmp_path: 
     assert read_png(tmp_path / "ds/mnist/test/00004.png").shape == (32, 32)
 
 
+@pytest.mark.parametrize("size", [14, 16, 20])
+def test_shrinking_batch_resize_matches_single_resize(digits: Path, size: int) -> None:
+    images = load_mnist(digits / "mnist", limit=301)["train"].images
+    single = np.stack([cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA) for image in images])
+    assert np.array_equal(resize_batch(images, size), single)
+
+
 def test_parallel_encoding_equals_serial(digits: Path, tmp_path: Path) -> None:
     ingest_digits(tmp_path / "serial", usps=digits / "usps" / "usps.h5", limit=2500, options=serial_options())
     ingest_digits(tmp_path / "parallel", usps=digits / "usps" / "usps.h5", limit=2500, options=serial_options(workers=2))
