@@ -141,8 +141,7 @@ def test_unit_evaluate_reports_the_target_accuracy(trained_run, tmp_path, capsys
     cfg, checkpoint, curve_file = trained_run
     out = tmp_path / "eval"
     code = main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(cfg.data.root), "--out", str(out),
-                 "--params", str(REPO / "params.yaml"), "--device", "cpu", "--set", "data.domain_a=mnist",
-                 "--set", "data.domain_b=usps", "--set", "evaluation.split=test"])
+                 "--params", str(REPO / "params.yaml"), "--preset", "digits-mnist2usps", "--device", "cpu"])
     assert code == 0, capsys.readouterr().err
     final = json.loads(curve_file.read_text().splitlines()[-1])["accuracy"]
     assert json.loads((out / "metrics.json").read_text())["b/classification_accuracy"] == pytest.approx(final)

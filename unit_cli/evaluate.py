@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from unit_cli.settings import add_settings_arguments, load_settings
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -22,9 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--model", metavar="URI", help="a logged model, e.g. models:/unit-street-scenes@champion")
     parser.add_argument("--data", type=Path, required=True, help="data set folder (<data>/<domain>/<split>/); sets data.root")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="configuration file (default: params.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a setting, e.g. --set evaluation.split=test (repeatable)")
+    add_settings_arguments(parser, example="evaluation.split=test")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--batch-size", type=int, default=8, help="images of equal size translated together")
     parser.set_defaults(func=run)
@@ -35,12 +35,11 @@ def run(args: argparse.Namespace) -> int:
 
     from unit_cli.errors import UserError
     from unit_core.adaptation import classifier_from_checkpoint
-    from unit_core.config import load_config
     from unit_core.evaluation import evaluate, load_for_evaluation, training_scale
 
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
-    cfg = load_config(args.params, args.overrides)
+    cfg = load_settings(args)
     cfg.data.root = str(args.data)
     if args.model:
         from unit_tracking.mlflow_store import TrackingError, downloaded_checkpoint

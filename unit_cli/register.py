@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from unit_cli.settings import add_settings_arguments, load_settings
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -21,9 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--run-dir", type=Path, help="a unit train output folder (uses checkpoints/latest.pt, its log and samples)")
     source.add_argument("--checkpoint", type=Path, help="a checkpoint written by unit train")
     parser.add_argument("--metrics", type=Path, required=True, help="metrics.json written by unit evaluate")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="configuration file (default: params.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a setting, e.g. --set tracking.tracking_uri=http://127.0.0.1:5000 (repeatable)")
+    add_settings_arguments(parser, example="tracking.tracking_uri=http://127.0.0.1:5000")
     parser.add_argument("--run-name", help="name of a new MLflow run (default: the run folder or checkpoint name)")
     parser.set_defaults(func=run)
 
@@ -31,10 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from unit_cli.errors import UserError
     from unit_core.checkpoint import CheckpointError
-    from unit_core.config import load_config
     from unit_tracking.mlflow_store import TrackingError, register_model
 
-    cfg = load_config(args.params, args.overrides)
+    cfg = load_settings(args)
     checkpoint = args.checkpoint
     if args.run_dir is not None:
         if not args.run_dir.is_dir():

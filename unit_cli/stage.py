@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from unit_pipeline.stages import STAGES, add_preset_arguments
+from unit_cli.settings import add_settings_arguments, load_settings
+from unit_pipeline.stages import STAGES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,17 +17,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "A stage whose output is complete for the same settings returns at once.",
     )
     parser.add_argument("stage", choices=STAGES)
-    add_preset_arguments(parser)
+    add_settings_arguments(parser)
     parser.add_argument("--no-track", action="store_true", help="train without MLflow tracking")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from unit_cli.errors import UserError
-    from unit_core.config import load_config
     from unit_pipeline.stages import StageError, run_stage
 
-    cfg = load_config(args.params, args.overrides, preset=args.preset)
+    cfg = load_settings(args)
     try:
         outcome = run_stage(args.stage, cfg, track=not args.no_track)
     except StageError as exc:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from unit_core.config import load_config
+from unit_cli.settings import add_settings_arguments, load_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,9 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train a UNIT model",
         description="Train UNIT on <data.root>/<domain>/train (or the CycleGAN layout trainA/trainB).",
     )
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="configuration file (default: params.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a setting, e.g. --set train.max_steps=2000 (repeatable)")
+    add_settings_arguments(parser)
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                         help="continue from CHECKPOINT, or from <train.out_dir>/checkpoints/latest.pt if none is given; "
                              "with several workers: continue the run in distributed.storage_path, or start a new run "
@@ -27,7 +24,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "Joins the cluster at RAY_ADDRESS if set, else starts Ray on this machine")
     parser.add_argument("--gpus", action="store_true",
                         help="one GPU per Ray worker, NCCL (default: distributed.use_gpu; CPU workers use gloo)")
-    parser.add_argument("--preset", help="apply presets/<PRESET>.yaml over the params file")
     parser.add_argument("--track", action="store_true",
                         help="log params, losses and sample grids to MLflow (tracking.tracking_uri, MLFLOW_TRACKING_URI "
                              "or the local store); the server is checked before training starts")
@@ -40,14 +36,14 @@ def run(args: argparse.Namespace) -> int:
     from unit_core.checkpoint import CheckpointError
     from unit_distributed import DistributedError, train
     from unit_pipeline.stages import tracked_callbacks
-    from unit_tracking.mlflow_store import TrackingError
+    from unit_tracking import TrackingError
 
-    overrides = list(args.overrides)
+    overrides = []
     if args.workers is not None:
         overrides.append(f"distributed.workers={args.workers}")
     if args.gpus:
         overrides.append("distributed.use_gpu=true")
-    cfg = load_config(args.params, overrides, preset=args.preset)
+    cfg = load_settings(args, *overrides)
     try:
         with tracked_callbacks(cfg, args.track) as callbacks:
             result = train(cfg, resume=args.resume, callbacks=callbacks, progress=not args.no_progress)

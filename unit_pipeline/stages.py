@@ -18,7 +18,6 @@ their output, and a rerun with the same record returns the recorded outcome with
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -168,9 +167,7 @@ def evaluate(cfg: UnitConfig, checkpoint: str | Path | None = None) -> dict[str,
     """Metrics of the run's model on ``data.root`` / ``evaluation.split``; writes metrics.json and the report."""
     from unit_core.adaptation import classifier_from_checkpoint
     from unit_core.evaluation import evaluate as run_evaluation
-    from unit_core.evaluation import load_for_evaluation, training_scale
-
-    from unit_core.evaluation import file_sha256, manifest_sha256
+    from unit_core.evaluation import file_sha256, load_for_evaluation, manifest_sha256, training_scale
 
     checkpoint = Path(checkpoint) if checkpoint else run_folder(cfg) / "checkpoints" / "latest.pt"
     if not checkpoint.is_file():
@@ -193,10 +190,8 @@ def evaluate(cfg: UnitConfig, checkpoint: str | Path | None = None) -> dict[str,
 
 def register(cfg: UnitConfig) -> dict[str, Any]:
     """Log the model and its metrics to MLflow, register a version, move ``champion`` if it is better."""
-    from unit_tracking.mlflow_store import TrackingError, register_model
-
     from unit_core.evaluation import file_sha256
-    from unit_tracking.mlflow_store import resolve_tracking_uri
+    from unit_tracking.mlflow_store import TrackingError, register_model, resolve_tracking_uri
 
     checkpoint = run_folder(cfg) / "checkpoints" / "latest.pt"
     metrics = evaluation_folder(cfg) / "metrics.json"
@@ -226,9 +221,3 @@ def run_stage(name: str, cfg: UnitConfig, track: bool = True) -> dict[str, Any]:
         return register(cfg)
     raise StageError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
 
-
-def add_preset_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="configuration file (default: params.yaml)")
-    parser.add_argument("--preset", help="a preset of presets/ (default: the settings of params.yaml alone)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a setting after the preset (repeatable)")

@@ -49,7 +49,7 @@ import unit_tracking
 from unit_core.checkpoint import atomic_torch_save, load_checkpoint, make_checkpoint
 from unit_core.config import UnitConfig, config_from_dict
 from unit_core.evaluation import manifest_sha256
-from unit_tracking import pyfunc_model
+from unit_tracking import TrackingError, pyfunc_model
 
 CHAMPION = "champion"
 RUN_RECORD = "mlflow_run.json"
@@ -64,10 +64,6 @@ METRIC_TAG_PREFIX = "metric."
 DATA_TAG = "unit.data_manifest_sha256"
 EVAL_DATA_TAG = "unit.eval_data_manifest_sha256"
 DEFAULT_DB_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
-
-
-class TrackingError(RuntimeError):
-    """The tracking server or registry cannot do what was asked; the message names the URI or model."""
 
 
 # --------------------------------------------------------------------- connection

@@ -1,0 +1,20 @@
+"""The settings options every command shares: ``--params``, ``--preset`` and ``--set``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser, example: str = "train.max_steps=2000") -> None:
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="configuration file (default: params.yaml)")
+    parser.add_argument("--preset", help="apply presets/<PRESET>.yaml over the params file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a setting after the preset, e.g. --set {example} (repeatable)")
+
+
+def load_settings(args: argparse.Namespace, *extra_overrides: str):
+    """The validated configuration the options name (extra overrides last)."""
+    from unit_core.config import load_config
+
+    return load_config(args.params, [*args.overrides, *extra_overrides], preset=args.preset)
