@@ -8,13 +8,16 @@ import pickle
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import tiny_config
 from unit_core import checkpoint as checkpoint_module
 from unit_core.checkpoint import CheckpointError, load_checkpoint
 from unit_core.data import fixed_samples
+from unit_core.images import load_image
 from unit_core.losses import l1_loss
 from unit_core.trainer import UNITTrainer
 from unit_core.training import fit
@@ -201,3 +204,20 @@ def test_multi_scale_lsgan_bf16_channels_last_runs(street_root, tmp_path):
     result = fit(cfg, progress=False)
     assert all(torch.isfinite(torch.tensor(v)) for v in result.last_metrics.values())
     assert result.last_metrics["lr"] == pytest.approx(cfg.optim.lr * 0.5)
+
+
+def test_jpegs_are_decoded_at_reduced_scale_only_down_to_the_training_size(shared_data, tmp_path):
+    frame = shared_data / "street" / "gta2city" / "cityscapes" / "aachen_000000_000019_leftImg8bit.jpg"
+    full = load_image(frame, 3)
+    assert full.size == (1024, 512)
+    assert load_image(frame, 3, shorter_side=256).size == (512, 256)  # 1/2-scale decode
+    assert load_image(frame, 3, shorter_side=200).size == (512, 256)  # never below the size asked for
+    assert load_image(frame, 3, shorter_side=64).size == (128, 64)  # 1/8, libjpeg's smallest
+    assert load_image(frame, 3, shorter_side=600).size == (1024, 512)  # no upscaling by decoding
+    # Against a full decode resized to the same size: a different, equally valid downsampling.
+    reference = np.asarray(full.resize((512, 256), Image.Resampling.BICUBIC), dtype=np.float64)
+    reduced = np.asarray(load_image(frame, 3, shorter_side=256), dtype=np.float64)
+    assert 10 * np.log10(255**2 / np.mean((reference - reduced) ** 2)) > 40  # measured 46.8 dB
+    png = tmp_path / "frame.png"
+    full.save(png)
+    assert load_image(png, 3, shorter_side=64).size == (1024, 512)  # other formats decode every pixel

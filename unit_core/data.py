@@ -140,9 +140,9 @@ class UnpairedSamples(Dataset):
     def load(self, domain: int, sample: int) -> torch.Tensor:
         path = self.files[domain][self.order[domain](sample)]
         rng = np.random.default_rng([self.seed, 2 + domain, sample])
-        image = load_image(path, self.channels[domain])
         crop = self.data.image_size
-        image = resize_and_crop(image, self.data.load_size or crop, crop, rng, self.data.flip)
+        load_size = self.data.load_size or crop
+        image = resize_and_crop(load_image(path, self.channels[domain], load_size), load_size, crop, rng, self.data.flip)
         return pil_to_tensor(image)
 
     def __getitem__(self, sample: int) -> tuple[torch.Tensor, ...]:

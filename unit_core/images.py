@@ -31,9 +31,19 @@ def to_mode(image: Image.Image, channels: int) -> Image.Image:
     return image.convert("L" if channels == 1 else "RGB")
 
 
-def load_image(path: Path, channels: int) -> Image.Image:
+def load_image(path: Path, channels: int, shorter_side: int = 0) -> Image.Image:
+    """Read an image file as 'L' or 'RGB'; a ValueError names the file if it cannot be read.
+
+    ``shorter_side``: the caller shrinks the image to this shorter side anyway, so a JPEG is
+    decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) when that still leaves at least
+    this many pixels: several times faster than decoding every pixel and resizing them.
+    """
     try:
         with Image.open(path) as handle:
+            if shorter_side and handle.format == "JPEG" and shorter_side < min(handle.size):
+                # draft() keeps both sides at least the requested size: ask only for the shorter one.
+                landscape = handle.width >= handle.height
+                handle.draft(None, (1, shorter_side) if landscape else (shorter_side, 1))
             handle.load()
             return to_mode(handle, channels)
     except (OSError, ValueError, Image.DecompressionBombError) as exc:

@@ -136,6 +136,23 @@ def _seed_latent_noise(seed: int, step: int, rank: int) -> None:
     torch.manual_seed(int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0]))
 
 
+
+def training_loader(cfg: UnitConfig, samples: UnpairedSamples, start_step: int, rank: int = 0, world_size: int = 1,
+                    pin_memory: bool = False) -> DataLoader:
+    """The batches of steps ``start_step..max_steps-1`` for one worker (rank) of ``world_size``."""
+    return DataLoader(
+        samples,
+        batch_size=cfg.train.batch_size,
+        sampler=StepSampler(start_step, cfg.train.max_steps, cfg.train.batch_size, rank, world_size),
+        num_workers=cfg.data.loader_workers,
+        # Its own generator: creating the iterator would otherwise draw from the global
+        # RNG, whose state a resumed run has just restored for the latent noise.
+        generator=torch.Generator().manual_seed(cfg.seed),
+        pin_memory=pin_memory,
+        persistent_workers=False,
+    )
+
+
 def fit(
     cfg: UnitConfig,
     resume: bool | str | Path = False,
@@ -191,17 +208,8 @@ def fit(
         out_dir.mkdir(parents=True, exist_ok=True)
         paths["config"].write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
 
-    loader = DataLoader(
-        UnpairedSamples(files_a, files_b, data, channels, cfg.seed, labels_a),
-        batch_size=cfg.train.batch_size,
-        sampler=StepSampler(trainer.step, cfg.train.max_steps, cfg.train.batch_size, parallel.rank, parallel.world_size),
-        num_workers=data.loader_workers,
-        # Its own generator: creating the iterator would otherwise draw from the global
-        # RNG, whose state a resumed run has just restored for the latent noise.
-        generator=torch.Generator().manual_seed(cfg.seed),
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-    )
+    loader = training_loader(cfg, UnpairedSamples(files_a, files_b, data, channels, cfg.seed, labels_a), trainer.step,
+                             parallel.rank, parallel.world_size, pin_memory=device.type == "cuda")
     # Unchanged if no step is left to run (resuming a finished run).
     checkpoint, grid = paths["latest"], paths["samples"] / f"step_{trainer.step:08d}.png"
     metrics: dict[str, float] = {}
