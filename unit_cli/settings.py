@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from unit_core.config import UnitConfig
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser, example: str = "train.max_steps=2000") -> None:
@@ -13,7 +17,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser, example: str = "trai
                         help=f"override a setting after the preset, e.g. --set {example} (repeatable)")
 
 
-def load_settings(args: argparse.Namespace, *extra_overrides: str):
+def load_settings(args: argparse.Namespace, *extra_overrides: str) -> UnitConfig:
     """The validated configuration the options name (extra overrides last)."""
     from unit_core.config import load_config
 

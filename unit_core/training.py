@@ -136,7 +136,6 @@ def _seed_latent_noise(seed: int, step: int, rank: int) -> None:
     torch.manual_seed(int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0]))
 
 
-
 def training_loader(cfg: UnitConfig, samples: UnpairedSamples, start_step: int, rank: int = 0, world_size: int = 1,
                     pin_memory: bool = False) -> DataLoader:
     """The batches of steps ``start_step..max_steps-1`` for one worker (rank) of ``world_size``."""
