@@ -9,42 +9,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
-from ingest_helpers import serial_options
+from conftest import REPO, adaptation_config
 from test_training import all_state
 
-from preprocessing.digits import ingest_digits
 from unit_cli.main import main
 from unit_core import data as data_module
 from unit_core.adaptation import TargetAccuracyCurve, classifier_from_checkpoint, discriminator_classifier
 from unit_core.checkpoint import load_checkpoint
-from unit_core.config import UnitConfig, load_config
+from unit_core.config import UnitConfig
 from unit_core.evaluation import classify_split, evaluate, load_for_evaluation, training_scale
 from unit_core.images import load_image, pil_to_tensor
 from unit_core.trainer import UNITTrainer
 from unit_core.training import DataParallel, fit
-
-
-@pytest.fixture(scope="module")
-def digits_root(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The first 300 real MNIST and USPS digits of each split, 32 px like the presets."""
-    root = tmp_path_factory.mktemp("digits")
-    digits = shared_data / "digits"
-    ingest_digits(root, mnist=digits / "mnist", usps=digits / "usps" / "usps.h5", size=32, limit=300, options=serial_options())
-    return root
-
-
-def adaptation_config(root: Path, out_dir: Path, *overrides: str) -> UnitConfig:
-    """MNIST (a, labelled) -> USPS (b): the preset's variant (tied D trunk, classifier, batch norm) at test size."""
-    return load_config(None, [
-        f"data.root={root}", "data.domain_a=mnist", "data.domain_b=usps", "data.image_size=32", "data.flip=false",
-        "model.channels_a=1", "model.channels_b=1", "model.width=8", "model.res_blocks=1", "model.n_shared=1",
-        "model.norm=batch", "model.dis_width=16", "model.dis_layers=3", "model.dis_shared_layers=2", "model.num_classes=10",
-        "loss.cycle=0", "loss.kl_cycle=0", "loss.gan=1", "optim.lr=0.003",
-        f"train.out_dir={out_dir}", "train.batch_size=16", "train.sample_count=2", "train.log_every=50",
-        "train.checkpoint_every=75", "train.deterministic=true", "train.device=cpu", "evaluation.split=test",
-        *overrides,
-    ])
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import tiny_config
-from test_adaptation import adaptation_config, digits_root  # noqa: F401 - digits_root is a fixture
+from conftest import adaptation_config, tiny_config
 from unit_core.checkpoint import load_checkpoint
 from unit_core.config import ConfigError, load_config
 from unit_core.data import StepSampler

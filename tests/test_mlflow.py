@@ -25,7 +25,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from conftest import tiny_config
+from conftest import link_street_frames, tiny_config
 from unit_core.evaluation import evaluate, load_for_evaluation, training_scale
 from unit_core.training import fit
 from unit_tracking.mlflow_store import (
@@ -109,10 +109,7 @@ def restore_tracking_uri() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def data_root(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """GTA/Cityscapes training frames plus a manifest.jsonl, as unit ingest writes one."""
-    root = tmp_path_factory.mktemp("tracked-data")
-    for domain, folder in (("gta", "gta"), ("city", "cityscapes")):
-        (root / domain).mkdir()
-        (root / domain / "train").symlink_to(shared_data / "street" / "gta2city" / folder)
+    root = link_street_frames(shared_data, tmp_path_factory.mktemp("tracked-data"))
     (root / "manifest.jsonl").write_text('{"domain": "gta", "split": "train"}\n')
     return root
 
