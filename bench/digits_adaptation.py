@@ -42,6 +42,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--time-budget", type=float, default=0.0, metavar="SECONDS",
                         help="stop at the last checkpoint that leaves time for one more interval; 0 = train to max_steps")
     parser.add_argument("--report", type=Path, help="JSON-lines file to append curve points and the summary to")
+    parser.add_argument("--track", action="store_true",
+                        help="record the finished run in MLflow (tracking.tracking_uri): params, losses, the accuracy "
+                        "curve as the stepped metric b/target_accuracy_curve, the final b/classification_accuracy")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     return parser.parse_args()
 
@@ -112,7 +115,22 @@ def main() -> int:
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     append_line(args.report, summary)
+    if args.track:
+        track(cfg, f"{args.preset}-seed{args.seed}", curve_file, summary)
     return 0
+
+
+def track(cfg, run_name: str, curve_file: Path, summary: dict) -> None:
+    from unit_tracking.mlflow_store import log_finished_run  # MLflow only when asked for
+
+    points = [json.loads(line) for line in curve_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    grids = sorted((Path(cfg.train.out_dir) / "samples").glob("*.png"))
+    run_id = log_finished_run(
+        cfg, run_name, {"b/target_accuracy_curve": [(point["step"], point["accuracy"]) for point in points]},
+        {"b/classification_accuracy": summary["accuracy"], "train_wall_s": summary["train_wall_s"]},
+        artifacts=(curve_file, Path(cfg.train.out_dir) / "summary.json", *grids[-1:]),
+    )
+    print(f"MLflow run {run_id} ({run_name})", flush=True)
 
 
 if __name__ == "__main__":

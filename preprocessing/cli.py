@@ -63,6 +63,14 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _usps_pad(text: str) -> int | None:
+    if text == "auto":
+        return None
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a number of pixels (0 or more) or 'auto', got {text!r}")
+    return int(text)
+
+
 def _scales(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(item) for item in text.split(",") if item.strip())
@@ -171,7 +179,8 @@ def _animals(args: argparse.Namespace) -> IngestSummary:
 
 
 def _digits(args: argparse.Namespace) -> IngestSummary:
-    return ingest_digits(args.out, mnist=args.mnist, usps=args.usps, size=args.size, limit=args.limit, options=options_from(args))
+    return ingest_digits(args.out, mnist=args.mnist, usps=args.usps, size=args.size, limit=args.limit,
+                         usps_pad=args.usps_pad, options=options_from(args))
 
 
 def _pairs(args: argparse.Namespace) -> IngestSummary:
@@ -254,6 +263,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--usps", type=Path, help="usps.h5 (train/data, train/target, test/...)")
     parser.add_argument("--size", type=_positive, default=DIGITS_SIZE, help=f"common side, usually 28 or 32 (default {DIGITS_SIZE})")
     parser.add_argument("--limit", type=_positive, help="first N images of each split only")
+    parser.add_argument(
+        "--usps-pad", type=_usps_pad, default=None, metavar="PIXELS|auto",
+        help="black pixels added per side of the 16x16 USPS digits before resizing, so their scale matches MNIST's; "
+        "auto (default): the pad whose mean digit is closest to MNIST's mean digit, reported",
+    )
 
     parser = add("pairs", _pairs, "aligned pairs into the test_paired split (side by side A|B, or two folders)")
     parser.add_argument("--side-by-side", help="folder/archive/prefix of A|B images (pix2pix format)")

@@ -1,7 +1,11 @@
 """Digits for domain adaptation: MNIST (idx files, gzipped or not) and USPS (HDF5), labels kept.
 
 Both are brought to one square size, gray PNG, one domain each (``mnist``, ``usps``) with
-``train`` and ``test`` splits. Labels go into the manifest and into a compact
+``train`` and ``test`` splits. USPS digits fill their whole 16x16 frame while MNIST digits
+fill about 20 of 28 pixels, so USPS is first padded with black (``usps_pad`` pixels per
+side) to give both sets the same digit scale; by default the pad is the one whose mean USPS
+digit lies closest to the mean MNIST digit (no labels used), and the ingest reports the
+distance for each candidate. Labels go into the manifest and into a compact
 ``<domain>/labels-<split>.csv`` per split. Whole arrays are resized at once and encoded by a
 process pool, so the full 70000-image MNIST takes seconds.
 """
@@ -30,6 +34,9 @@ USPS_SPLITS = ("train", "test")
 _RESIZE_BATCH = 128
 _AREA_RESIZE_BATCH = 4
 _ENCODE_CHUNK = 2048
+#: USPS pads tried when choosing the alignment, and the training images each set contributes to its mean digit.
+USPS_PAD_CANDIDATES = tuple(range(0, 7))
+ALIGNMENT_SAMPLE = 3000
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,30 @@ def resize_batch(images: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+def pad_batch(images: np.ndarray, pad: int) -> np.ndarray:
+    """N x H x W images with ``pad`` black pixels added on every side."""
+    return np.pad(images, ((0, 0), (pad, pad), (pad, pad))) if pad else images
+
+
+def mean_digit_distance(mnist: np.ndarray, usps: np.ndarray, size: int, usps_pad: int) -> float:
+    """Sum over the size x size pixels of the squared difference of the two mean digits (pixels in [0, 1])."""
+    mean_mnist = resize_batch(mnist, size).astype(np.float64).mean(axis=0) / 255
+    mean_usps = resize_batch(pad_batch(usps, usps_pad), size).astype(np.float64).mean(axis=0) / 255
+    return float(((mean_mnist - mean_usps) ** 2).sum())
+
+
+def choose_usps_pad(mnist: np.ndarray, usps: np.ndarray, size: int) -> tuple[int, dict[int, float]]:
+    """The USPS pad (of USPS_PAD_CANDIDATES) whose mean digit is closest to MNIST's, and every candidate's distance.
+
+    Uses the first ALIGNMENT_SAMPLE training images of each set; labels are not read.
+    """
+    mnist, usps = mnist[:ALIGNMENT_SAMPLE], usps[:ALIGNMENT_SAMPLE]
+    if not len(mnist) or not len(usps):
+        raise IngestError("cannot align USPS to MNIST: a training split is empty")
+    distances = {pad: mean_digit_distance(mnist, usps, size, pad) for pad in USPS_PAD_CANDIDATES}
+    return min(distances, key=distances.__getitem__), distances
+
+
 def encode_batch(images: np.ndarray, image_format: str) -> list[bytes]:
     """Encode a stack of gray images; a top-level function so process pools can run it."""
     return [encode_image(image, image_format) for image in images]
@@ -140,12 +171,14 @@ def _encoded_chunks(images: np.ndarray, options: IngestOptions) -> Iterator[list
         yield from pool.map(encode_batch, chunks, [options.image_format] * len(chunks))
 
 
-def _write_split(writer: DatasetWriter, domain: str, split: str, digits: DigitSplit, size: int, options: IngestOptions) -> None:
+def write_digit_split(writer: DatasetWriter, domain: str, split: str, digits: DigitSplit, size: int, pad: int,
+                      options: IngestOptions) -> None:
+    """Pad, resize and encode one split of one domain, with its ``labels-<split>.csv``."""
     labels = digits.labels
     if labels.size and (labels.min() < 0 or labels.max() > 9):
         raise IngestError(f"{digits.source}: labels must be 0..9, found {labels.min()}..{labels.max()}")
     width = max(5, len(str(len(digits.images))))
-    resized = resize_batch(digits.images, size)
+    resized = resize_batch(pad_batch(digits.images, pad), size)
     rows = ["file,label"]
     index = 0
     with tqdm(total=len(resized), desc=f"{domain}/{split}", unit="img", disable=not options.progress) as progress:
@@ -175,11 +208,14 @@ def ingest_digits(
     usps: str | Path | None = None,
     size: int = DEFAULT_SIZE,
     limit: int | None = None,
+    usps_pad: int | None = None,
     options: IngestOptions = IngestOptions(),
 ) -> IngestSummary:
     """MNIST (folder of idx files) and/or USPS (HDF5 file) as domains ``mnist`` and ``usps``.
 
     ``size``: common side in pixels (28 or 32 are usual). ``limit``: first N images per split.
+    ``usps_pad``: black pixels added per side of the 16x16 USPS digits before resizing; None
+    chooses it by :func:`choose_usps_pad` (needs MNIST; with USPS alone, no pad).
     """
     if mnist is None and usps is None:
         raise IngestError("give at least one of mnist (folder of idx files) or usps (HDF5 file)")
@@ -187,14 +223,36 @@ def ingest_digits(
         raise IngestError(f"size must be at least 4, got {size}")
     if limit is not None and limit < 1:
         raise IngestError(f"limit must be at least 1, got {limit}")
+    if usps_pad is not None and usps_pad < 0:
+        raise IngestError(f"usps_pad must be 0 or more pixels, got {usps_pad}")
     domains = {}
     if mnist is not None:
         domains["mnist"] = load_mnist(mnist, limit)
     if usps is not None:
         domains["usps"] = load_usps(usps, limit)
-    parameters = {"mnist": str(mnist) if mnist else None, "usps": str(usps) if usps else None, "size": size, "limit": limit}
+    details, distances = [], {}
+    if usps is None:
+        usps_pad = 0
+    elif usps_pad is None and mnist is None:
+        usps_pad = 0
+        details.append("usps: no MNIST to align with, USPS digits not padded")
+    elif usps_pad is None:
+        usps_pad, distances = choose_usps_pad(domains["mnist"]["train"].images, domains["usps"]["train"].images, size)
+        table = ", ".join(f"{pad} px {distance:.1f}" for pad, distance in distances.items())
+        details.append(f"usps: padded {usps_pad} px per side, the pad whose mean digit is closest to MNIST's "
+                       f"(squared distance of the mean digits: {table})")
+    elif mnist is not None:
+        distance = mean_digit_distance(domains["mnist"]["train"].images[:ALIGNMENT_SAMPLE],
+                                       domains["usps"]["train"].images[:ALIGNMENT_SAMPLE], size, usps_pad)
+        distances = {usps_pad: distance}
+        details.append(f"usps: padded {usps_pad} px per side (squared distance of the mean digits to MNIST's: {distance:.1f})")
+    parameters = {"mnist": str(mnist) if mnist else None, "usps": str(usps) if usps else None, "size": size,
+                  "limit": limit, "usps_pad": usps_pad}
+    pads = {"mnist": 0, "usps": usps_pad}
     with DatasetWriter(out_dir, options.image_format, options.reuse_previous, kind="digits", parameters=parameters) as writer:
+        if distances:
+            writer.note("usps_mean_digit_distance", {str(pad): round(value, 3) for pad, value in distances.items()})
         for domain, splits in domains.items():
             for split, digits in splits.items():
-                _write_split(writer, domain, split, digits, size, options)
-    return summary_of(writer)
+                write_digit_split(writer, domain, split, digits, size, pads[domain], options)
+    return summary_of(writer, details)

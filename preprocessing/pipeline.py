@@ -89,13 +89,15 @@ class IngestSummary:
     out_dir: Path
     counts: dict[str, dict[str, int]]
     rejected: int
+    details: tuple[str, ...] = ()  # lines about choices the ingest made (e.g. the digits' USPS padding)
 
     def describe(self) -> str:
         parts = [
             f"{domain}: " + ", ".join(f"{count} {split}" for split, count in splits.items())
             for domain, splits in self.counts.items()
         ]
-        return f"{self.out_dir}: " + "; ".join(parts) + f"; {self.rejected} rejected (see report.json)"
+        head = f"{self.out_dir}: " + "; ".join(parts) + f"; {self.rejected} rejected (see report.json)"
+        return "\n".join((head, *self.details))
 
 
 def open_images(stack: ExitStack, location: str, out_dir: Path, options: IngestOptions) -> Listing:
@@ -118,8 +120,8 @@ def open_images(stack: ExitStack, location: str, out_dir: Path, options: IngestO
     return listing
 
 
-def summary_of(writer: DatasetWriter) -> IngestSummary:
-    return IngestSummary(writer.out_dir, writer.counts, len(writer.rejected))
+def summary_of(writer: DatasetWriter, details: Sequence[str] = ()) -> IngestSummary:
+    return IngestSummary(writer.out_dir, writer.counts, len(writer.rejected), tuple(details))
 
 
 def safe_name(text: str) -> str:

@@ -127,3 +127,32 @@ def test_models_without_classifier_give_none(digits_root, tmp_path):
     result = fit(adaptation_config(digits_root, tmp_path / "run", "train.max_steps=1", "model.num_classes=0",
                                    "model.dis_shared_layers=0"), progress=False)
     assert classifier_from_checkpoint(result.checkpoint, "cpu") is None
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_trains_the_classifier(digits_root, tmp_path, precision):
+    """Autocast gives bf16/fp16 features; the classifier head and its losses must accept them."""
+    result = fit(adaptation_config(digits_root, tmp_path / "run", "train.max_steps=40", f"train.precision={precision}",
+                                   "train.deterministic=false", "train.log_every=20"), progress=False)
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert result.step == 40 and all(torch.isfinite(torch.tensor(list(record.values()))).all() for record in log)
+    assert log[-1]["dis/classifier"] < log[0]["dis/classifier"]
+
+
+def test_in_memory_samples_equal_decoded_samples_and_decode_each_file_once(digits_root, tmp_path, monkeypatch):
+    cfg = adaptation_config(digits_root, tmp_path / "run")
+    files_a = data_module.domain_images(digits_root, "mnist", "train")
+    files_b = data_module.domain_images(digits_root, "usps", "train")
+    decoded = []
+    original = data_module.load_image
+    monkeypatch.setattr(data_module, "load_image", lambda path, *args: decoded.append(path) or original(path, *args))
+    from_files = data_module.UnpairedSamples(files_a, files_b, cfg.data, (1, 1), 0)
+    in_memory = data_module.UnpairedSamples(files_a, files_b, cfg.data.model_copy(update={"in_memory": True}), (1, 1), 0)
+    samples = range(3 * len(files_a))  # three passes: every file of both domains three times
+    expected = [from_files[sample] for sample in samples]
+    assert len(decoded) == 2 * len(samples)
+    decoded.clear()
+    for sample, wanted in zip(samples, expected):
+        for left, right in zip(wanted, in_memory[sample], strict=True):
+            assert torch.equal(left, right)
+    assert len(set(decoded)) == len(decoded) == len(files_a) + len(files_b), "each file decoded exactly once"

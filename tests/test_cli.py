@@ -82,6 +82,30 @@ def test_translate_handles_odd_modes_and_reports_unreadable_files(trained: Path,
     assert not (out / "broken.png").exists()
 
 
+def test_inconsistent_checkpoints_give_one_clear_line_in_every_command(trained: Path, street_root: Path, tmp_path: Path):
+    """Weights that do not fit the stored configuration, or no generator at all: the file and the problem, no traceback."""
+    import torch
+
+    payload = torch.load(trained, weights_only=True)
+    wrong_config = tmp_path / "wrong-config.pt"
+    torch.save({**payload, "config": {**payload["config"], "model": {**payload["config"]["model"], "width": 16}}}, wrong_config)
+    no_generator = tmp_path / "no-generator.pt"
+    torch.save({**payload, "networks": {"dis": payload["networks"]["dis"]}}, no_generator)
+    expected = {wrong_config: "'gen' weights do not fit the checkpoint's stored model configuration",
+                no_generator: "checkpoint holds no 'gen' weights (networks: dis)"}
+    image = next((street_root / "gta" / "train").iterdir())
+    for checkpoint, message in expected.items():
+        commands = {
+            "translate": ["translate", "--checkpoint", str(checkpoint), "--direction", "a2b", str(image), "--out", str(tmp_path / "t")],
+            "evaluate": ["evaluate", "--checkpoint", str(checkpoint), "--data", str(street_root), "--out", str(tmp_path / "e")],
+        }
+        for name, argv in commands.items():
+            result = unit(*argv)
+            assert result.returncode == 2, (name, result.stderr)
+            assert str(checkpoint) in result.stderr and message in result.stderr, (name, result.stderr)
+            assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, (name, result.stderr)
+
+
 def test_errors_are_clear_and_name_the_culprit(tmp_path: Path, shared_data: Path):
     bogus = tmp_path / "bogus.pt"
     bogus.write_bytes(b"definitely not a checkpoint")

@@ -67,6 +67,10 @@ def test_digits(capsys: pytest.CaptureFixture[str], shared_data: Path, tmp_path:
     status, out, _ = run(capsys, "digits", "--mnist", str(digits / "mnist"), "--usps", str(digits / "usps" / "usps.h5"),
                          "--size", "32", "--limit", "5", "--out", str(tmp_path / "ds"))
     assert status == 0 and "mnist: 5 test, 5 train; usps: 5 test, 5 train" in out
+    assert "usps: padded " in out and "squared distance of the mean digits" in out
+    status, out, _ = run(capsys, "digits", "--usps", str(digits / "usps" / "usps.h5"), "--usps-pad", "2",
+                         "--limit", "5", "--out", str(tmp_path / "usps-only"))
+    assert status == 0 and (tmp_path / "usps-only" / "usps" / "train" / "00000.png").is_file()
 
 
 def test_pairs(capsys: pytest.CaptureFixture[str], shared_data: Path, tmp_path: Path) -> None:
@@ -97,6 +101,8 @@ def test_bad_arguments_are_argparse_errors(capsys: pytest.CaptureFixture[str], t
         ["street", "--domain", "nolocation"],
         ["street", "--domain", "a=b", "--size", "big"],
         ["digits", "--limit", "0"],
+        ["digits", "--usps-pad", "-1"],
+        ["digits", "--usps-pad", "wide"],
         ["folders", "--domain", "a=b", "--test-fraction", "1.5"],
     )
     for argv in bad:

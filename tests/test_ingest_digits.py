@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from ingest_helpers import manifest_by_source, report, serial_options, tree_bytes
 
-from preprocessing.digits import ingest_digits, load_mnist, read_idx, resize_batch
+from preprocessing.digits import choose_usps_pad, ingest_digits, load_mnist, load_usps, read_idx, resize_batch
 from preprocessing.errors import IngestError
 
 # The first labels of the real files (well known for MNIST; read off usps.h5 with h5py for USPS).
@@ -102,6 +102,35 @@ def test_parallel_encoding_equals_serial(digits: Path, tmp_path: Path) -> None:
     ingest_digits(tmp_path / "serial", usps=digits / "usps" / "usps.h5", limit=2500, options=serial_options())
     ingest_digits(tmp_path / "parallel", usps=digits / "usps" / "usps.h5", limit=2500, options=serial_options(workers=2))
     assert tree_bytes(tmp_path / "serial") == tree_bytes(tmp_path / "parallel")
+
+
+def ink_height(folder: Path) -> float:
+    """Mean height in pixels of the rows holding ink (value > 64) of the PNG digits in ``folder``."""
+    heights = []
+    for path in sorted(folder.iterdir()):
+        rows = np.flatnonzero((read_png(path) > 64).any(axis=1))
+        heights.append(rows[-1] - rows[0] + 1)
+    return float(np.mean(heights))
+
+
+def test_usps_digits_are_padded_to_the_scale_of_mnist(digits: Path, tmp_path: Path) -> None:
+    """USPS digits fill their 16x16 frame, MNIST's about 20 of 28 pixels: unpadded, USPS would come out 1.4x larger."""
+    mnist = load_mnist(digits / "mnist", limit=3000)["train"].images
+    usps = load_usps(digits / "usps" / "usps.h5", limit=3000)["train"].images
+    pad, distances = choose_usps_pad(mnist, usps, 32)
+    assert pad in (3, 4), distances  # 3-4 px: 16 + 2 * pad against MNIST's 20-in-28 digit box
+    assert distances[pad] < distances[0] / 5
+    out = tmp_path / "ds"
+    summary = ingest_digits(out, mnist=digits / "mnist", usps=digits / "usps" / "usps.h5", size=32, limit=300,
+                            options=serial_options())
+    measured = {int(key): value for key, value in report(out)["notes"]["usps_mean_digit_distance"].items()}
+    chosen = min(measured, key=measured.__getitem__)
+    assert chosen in (3, 4) and f"usps: padded {chosen} px per side" in summary.describe()
+    mnist_height, usps_height = ink_height(out / "mnist" / "train"), ink_height(out / "usps" / "train")
+    assert abs(usps_height - mnist_height) < 2.0, (mnist_height, usps_height)
+    ingest_digits(tmp_path / "unpadded", usps=digits / "usps" / "usps.h5", size=32, limit=300, usps_pad=0,
+                  options=serial_options())
+    assert ink_height(tmp_path / "unpadded" / "usps" / "train") > mnist_height + 5
 
 
 def test_bad_usps_files(tmp_path: Path) -> None:

@@ -167,6 +167,9 @@ def test_bad_checkpoint_files_fail_cleanly(street_root, tmp_path):
     payload = torch.load(good, weights_only=True)
     payload["format_version"] = 99
     torch.save(payload, newer)
+    text_version = tmp_path / "text-version.pt"
+    payload["format_version"] = "1"
+    torch.save(payload, text_version)
 
     cases = {
         truncated: "unreadable or truncated",
@@ -176,6 +179,7 @@ def test_bad_checkpoint_files_fail_cleanly(street_root, tmp_path):
         malicious: "refused to load",
         raw_pickle: None,
         newer: "newer than this program supports",
+        text_version: "format version '1' is not a whole number",
         tmp_path / "missing.pt": "no such checkpoint",
         **{path: None for path in fuzzed},
     }

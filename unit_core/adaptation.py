@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from unit_core.checkpoint import load_checkpoint
-from unit_core.config import UnitConfig, config_from_dict
+from unit_core.checkpoint import load_checkpoint, restore_weights, stored_config
+from unit_core.config import UnitConfig
 from unit_core.evaluation import Classifier, classify_split
 from unit_core.networks import UNITDiscriminators
 from unit_core.trainer import UNITTrainer, resolve_device
@@ -33,11 +33,11 @@ def discriminator_classifier(dis: UNITDiscriminators, device: torch.device, doma
 def classifier_from_checkpoint(path: str | Path, device: str | torch.device = "auto") -> Classifier | None:
     """The target-domain (b) classifier of a checkpoint; None when its model has none (``model.num_classes`` 0)."""
     payload = load_checkpoint(path, map_location="cpu")
-    model_cfg = config_from_dict(payload["config"], source=f"{path} (stored configuration)").model
+    model_cfg = stored_config(payload, path).model
     if not model_cfg.num_classes:
         return None
     dis = UNITDiscriminators(model_cfg)
-    dis.load_state_dict(payload["networks"]["dis"])
+    restore_weights(dis, payload, "dis", path)
     device = resolve_device(device) if isinstance(device, str) else device
     return discriminator_classifier(dis.to(device).eval(), device)
 

@@ -3,7 +3,9 @@
 Files are written atomically (temporary file in the same folder, fsync, rename), so a
 crash while saving leaves the previous checkpoint intact. Loading uses
 ``torch.load(weights_only=True)``: tensors and plain containers only, never arbitrary
-objects, so a malicious file cannot run code.
+objects, so a malicious file cannot run code. Every command reads networks through
+:func:`load_networks` / :func:`restore_weights`, so a checkpoint whose weights do not fit
+its stored configuration gets one short message naming the file, wherever it is read.
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
+from unit_core.config import UnitConfig, config_from_dict
+from unit_core.networks import UNITDiscriminators, UNITGenerator
 
 FORMAT = "unit-checkpoint"
 FORMAT_VERSION = 1
@@ -97,7 +103,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a UNIT checkpoint (no '{FORMAT}' format marker)")
     version = payload.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{path}: checkpoint format version {version!r} is not a whole number")
+    if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: checkpoint format version {version!r} is newer than this program supports ({FORMAT_VERSION})"
         )
@@ -105,3 +113,48 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
     return payload
+
+
+def stored_config(payload: dict[str, Any], path: str | Path) -> UnitConfig:
+    """The validated configuration a checkpoint was trained with."""
+    try:
+        return config_from_dict(payload["config"], source=f"{path} (stored configuration)")
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
+
+
+def restore_weights(module: nn.Module, payload: dict[str, Any], name: str, path: str | Path) -> None:
+    """Load ``payload['networks'][name]`` into ``module``; a missing or mismatched state is a CheckpointError."""
+    networks = payload.get("networks")
+    if not isinstance(networks, dict) or not isinstance(networks.get(name), dict):
+        held = ", ".join(sorted(networks)) if isinstance(networks, dict) else "nothing"
+        raise CheckpointError(f"{path}: checkpoint holds no '{name}' weights (networks: {held or 'none'})")
+    state, expected = networks[name], module.state_dict()
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    mismatched = [f"{key}: stored {tuple(state[key].shape)}, model {tuple(expected[key].shape)}"
+                  for key in expected if key in state and getattr(state[key], "shape", None) != expected[key].shape]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing (first: {missing[0]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected (first: {unexpected[0]})")
+    if mismatched:
+        problems.append(f"{len(mismatched)} of another shape (first: {mismatched[0]})")
+    if problems:
+        raise CheckpointError(f"{path}: the '{name}' weights do not fit the checkpoint's stored model configuration: "
+                              + "; ".join(problems))
+    module.load_state_dict(state)
+
+
+def load_networks(path: str | Path, names: tuple[str, ...] = ("gen",)) -> tuple[UnitConfig, dict[str, nn.Module]]:
+    """The stored configuration and the named networks ("gen", "dis") of a checkpoint, on the CPU, in eval mode."""
+    payload = load_checkpoint(path, map_location="cpu")
+    cfg = stored_config(payload, path)
+    builders = {"gen": UNITGenerator, "dis": UNITDiscriminators}
+    networks = {}
+    for name in names:
+        networks[name] = builders[name](cfg.model)
+        restore_weights(networks[name], payload, name, path)
+        networks[name].eval()
+    return cfg, networks

@@ -85,6 +85,8 @@ class DataConfig(_Section):
     load_size: int = Field(0, ge=0, description="resize the shorter side to this before cropping; 0 = image_size")
     flip: bool = True
     loader_workers: int = Field(0, ge=0)
+    in_memory: bool = Field(False, description="keep each decoded training image in memory after its first use "
+                            "(small data sets such as digits: no decoding per step)")
 
     @model_validator(mode="after")
     def _sizes(self) -> "DataConfig":
@@ -108,6 +110,8 @@ class TrainConfig(_Section):
     channels_last: bool = False
     deterministic: bool = False
     compile: bool = Field(False, description="torch.compile the networks (falls back to eager if compilation fails)")
+    threads: int = Field(0, ge=0, description="CPU threads for PyTorch's operators; 0 = PyTorch's default (all cores). "
+                         "Runs sharing a machine: one each (more oversubscribes the cores)")
 
 
 class DistributedConfig(_Section):

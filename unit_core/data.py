@@ -133,17 +133,29 @@ class UnpairedSamples(Dataset):
         self.channels = channels
         self.seed = seed
         self.order = (_Permutations(len(files_a), seed, 0), _Permutations(len(files_b), seed, 1))
+        # data.in_memory: decoded images by (domain, file index), filled on first use (per loader worker).
+        self.decoded: dict[tuple[int, int], Image.Image] = {}
 
     def __len__(self) -> int:
         return 2**62
 
+    def image(self, domain: int, index: int) -> Image.Image:
+        cached = self.decoded.get((domain, index))
+        if cached is not None:
+            return cached
+        image = load_image(self.files[domain][index], self.channels[domain], self.data.load_size or self.data.image_size)
+        if self.data.in_memory:
+            self.decoded[(domain, index)] = image
+        return image
+
     def load(self, domain: int, sample: int) -> torch.Tensor:
-        path = self.files[domain][self.order[domain](sample)]
-        rng = np.random.default_rng([self.seed, 2 + domain, sample])
         crop = self.data.image_size
         load_size = self.data.load_size or crop
-        image = resize_and_crop(load_image(path, self.channels[domain], load_size), load_size, crop, rng, self.data.flip)
-        return pil_to_tensor(image)
+        image = self.image(domain, self.order[domain](sample))
+        if image.size == (crop, crop) and load_size == crop and not self.data.flip:
+            return pil_to_tensor(image)  # nothing random to draw: the result of resize_and_crop, faster
+        rng = np.random.default_rng([self.seed, 2 + domain, sample])
+        return pil_to_tensor(resize_and_crop(image, load_size, crop, rng, self.data.flip))
 
     def __getitem__(self, sample: int) -> tuple[torch.Tensor, ...]:
         if self.labels_a is None:

@@ -41,8 +41,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from unit_core.checkpoint import load_checkpoint
-from unit_core.config import UnitConfig, config_from_dict
+from unit_core.config import UnitConfig
 from unit_core.data import domain_folder, domain_images, labels_file, read_labels
 from unit_core.images import load_image, pil_to_tensor, save_grid, tensor_to_uint8
 from unit_core.inception import load_inception
@@ -54,9 +53,7 @@ from unit_core.metrics import (
     pixel_accuracy,
     psnr,
 )
-from unit_core.networks import UNITGenerator
-from unit_core.translate import DIRECTIONS, SIZE_MULTIPLE, Translator, batches_by_size
-from unit_core.trainer import resolve_device
+from unit_core.translate import DIRECTIONS, SIZE_MULTIPLE, Translator, batches_by_size, translator_from_checkpoint
 
 MANIFEST_NAME = "manifest.jsonl"
 #: images (N, C, H, W) in [-1, 1] -> (N, classes) logits or (N,) class indices
@@ -74,12 +71,7 @@ class EvaluationResult:
 
 def load_for_evaluation(path: str | Path, device: str = "auto") -> tuple[Translator, UnitConfig]:
     """The translator of a checkpoint and the configuration it was trained with (one file read)."""
-    payload = load_checkpoint(path, map_location="cpu")
-    model_cfg = config_from_dict(payload["config"], source=f"{path} (stored configuration)")
-    generator = UNITGenerator(model_cfg.model)
-    generator.load_state_dict(payload["networks"]["gen"])
-    channels = {"a": model_cfg.model.channels_a, "b": model_cfg.model.channels_b}
-    return Translator(generator, channels, resolve_device(device)), model_cfg
+    return translator_from_checkpoint(path, device)
 
 
 def training_scale(model_cfg: UnitConfig) -> int:

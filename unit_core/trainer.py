@@ -13,12 +13,14 @@ import contextlib
 import os
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unit_core.checkpoint import restore_weights
 from unit_core.config import UnitConfig
 from unit_core.losses import discriminator_loss, generator_gan_loss, kl_loss, l1_loss
 from unit_core.networks import UNITDiscriminators, UNITGenerator
@@ -178,12 +180,13 @@ class UNITTrainer:
             (logits_a, features_a), (logits_b, features_b) = self.dis_forward(
                 torch.cat([x_a, *fakes_a]), torch.cat([x_b, *fakes_b]), with_features=True
             )
+            # Under autocast too: the features are bf16/fp16 there, the classifier's weights fp32.
+            class_logits = self.dis.class_logits(features_a[:n]).float() if self.adapts else None
         dis_a = discriminator_loss([o[:n] for o in logits_a], [o[n : 2 * n] for o in logits_a], mode)
         dis_b = discriminator_loss([o[:n] for o in logits_b], [o[n : 2 * n] for o in logits_b], mode)
         total = weights.gan * (dis_a + dis_b)
         losses = {"dis/a": dis_a, "dis/b": dis_b}
         if self.adapts:
-            class_logits = self.dis.class_logits(features_a[:n]).float()
             labels = labels_a.to(self.device)
             classifier = F.cross_entropy(class_logits, labels)
             feature = l1_loss(features_a[2 * n :], features_b[n : 2 * n]) + l1_loss(features_a[n : 2 * n], features_b[2 * n :])
@@ -247,9 +250,10 @@ class UNITTrainer:
             "rng": rng,
         }
 
-    def load_state_dict(self, payload: dict[str, Any], networks_only: bool = False) -> None:
-        self.gen.load_state_dict(payload["networks"]["gen"])
-        self.dis.load_state_dict(payload["networks"]["dis"])
+    def load_state_dict(self, payload: dict[str, Any], networks_only: bool = False, source: str | Path = "checkpoint") -> None:
+        """Restore a checkpoint's payload (``source`` names its file in errors)."""
+        restore_weights(self.gen, payload, "gen", source)
+        restore_weights(self.dis, payload, "dis", source)
         if networks_only:
             return
         self.gen_opt.load_state_dict(payload["optimizers"]["gen"])

@@ -168,6 +168,8 @@ def fit(
     paths = run_paths(out_dir)
     device = parallel.device or resolve_device(cfg.train.device)
     set_deterministic(cfg.train.deterministic)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
     writer = parallel.writes_files
 
     data = cfg.data
@@ -186,7 +188,7 @@ def fit(
         source = paths["latest"] if resume is True else Path(resume)
         payload = load_checkpoint(source, map_location=device)
         check_same_model(cfg, payload["config"], source)
-        trainer.load_state_dict(payload)
+        trainer.load_state_dict(payload, source=source)
         if writer:
             _truncate_log(paths["log"], trainer.step)
     elif writer and paths["latest"].exists():

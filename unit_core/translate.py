@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from unit_core.checkpoint import load_checkpoint
-from unit_core.config import config_from_dict
+from unit_core.checkpoint import load_networks
+from unit_core.config import UnitConfig
 from unit_core.images import pil_to_tensor, tensor_to_pil, to_mode
 from unit_core.networks import UNITGenerator
 from unit_core.trainer import resolve_device
@@ -28,12 +28,7 @@ class Translator:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> "Translator":
-        target = resolve_device(device)
-        payload = load_checkpoint(path, map_location="cpu")
-        cfg = config_from_dict(payload["config"], source=f"{path} (stored configuration)")
-        generator = UNITGenerator(cfg.model)
-        generator.load_state_dict(payload["networks"]["gen"])
-        return cls(generator, {"a": cfg.model.channels_a, "b": cfg.model.channels_b}, target)
+        return translator_from_checkpoint(path, device)[0]
 
     @torch.no_grad()
     def translate_tensor(self, images: torch.Tensor, direction: str) -> torch.Tensor:
@@ -60,6 +55,13 @@ class Translator:
                 outputs[index] = outputs[index].convert("RGBA" if outputs[index].mode == "RGB" else "LA")
                 outputs[index].putalpha(alpha)
         return outputs
+
+
+def translator_from_checkpoint(path: str | Path, device: str = "auto") -> tuple[Translator, UnitConfig]:
+    """The translator of a checkpoint and the configuration it was trained with (one file read)."""
+    cfg, networks = load_networks(path, ("gen",))
+    channels = {"a": cfg.model.channels_a, "b": cfg.model.channels_b}
+    return Translator(networks["gen"], channels, resolve_device(device)), cfg
 
 
 def batches_by_size(images: Iterable[tuple[Path, Image.Image]], batch_size: int) -> Iterator[list[tuple[Path, Image.Image]]]:

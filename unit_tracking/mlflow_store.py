@@ -46,9 +46,10 @@ from mlflow.utils.async_logging.run_operations import RunOperations
 
 import unit_core
 import unit_tracking
-from unit_core.checkpoint import atomic_torch_save, load_checkpoint, make_checkpoint
-from unit_core.config import UnitConfig, config_from_dict
+from unit_core.checkpoint import atomic_torch_save, load_checkpoint, make_checkpoint, restore_weights, stored_config
+from unit_core.config import UnitConfig
 from unit_core.evaluation import manifest_sha256
+from unit_core.networks import UNITGenerator
 from unit_tracking import TrackingError, pyfunc_model
 
 CHAMPION = "champion"
@@ -288,6 +289,36 @@ def replay_training_log(client: MlflowClient, run_id: str, log: Path) -> None:
         client.log_batch(run_id, metrics=entries[start : start + MAX_METRICS_PER_BATCH])
 
 
+def log_finished_run(cfg: UnitConfig, run_name: str, curves: dict[str, list[tuple[int, float]]],
+                     metrics: dict[str, float], artifacts: tuple[Path, ...] = ()) -> str:
+    """Record a training that ran untracked (e.g. a benchmark): params, its train_log.jsonl, stepped curves, metrics.
+
+    ``curves``: metric name -> (step, value) points, logged as stepped metrics beside the
+    loss curves; ``metrics``: final values, logged at the run's last step. Returns the run id.
+    """
+    uri = check_tracking_reachable(cfg)
+    client = MlflowClient(uri)
+    out_dir = Path(cfg.train.out_dir)
+    run_id = _new_run(client, cfg, run_name, {})
+    status = "FAILED"
+    try:
+        log = out_dir / "train_log.jsonl"
+        if log.is_file():
+            replay_training_log(client, run_id, log)
+        now = int(time.time() * 1000)
+        points = [Metric(name, float(value), now, step) for name, curve in curves.items() for step, value in curve]
+        last_step = max((step for curve in curves.values() for step, _ in curve), default=0)
+        points += [Metric(name, float(value), now, last_step) for name, value in metrics.items()]
+        for start in range(0, len(points), MAX_METRICS_PER_BATCH):
+            client.log_batch(run_id, metrics=points[start : start + MAX_METRICS_PER_BATCH])
+        for artifact in artifacts:
+            client.log_artifact(run_id, str(artifact))
+        status = "FINISHED"
+    finally:
+        client.set_terminated(run_id, status)
+    return run_id
+
+
 # ----------------------------------------------------------------------- registry
 @dataclass
 class Registration:
@@ -419,7 +450,8 @@ def register_model(
         except (OSError, json.JSONDecodeError, AttributeError) as exc:
             raise TrackingError(f"{evaluation_info}: unreadable evaluation record: {exc}") from None
     payload = load_checkpoint(checkpoint, map_location="cpu")
-    stored = config_from_dict(payload["config"], source=f"{checkpoint} (stored configuration)")
+    stored = stored_config(payload, checkpoint)
+    restore_weights(UNITGenerator(stored.model), payload, "gen", checkpoint)  # what the logged model will load
     # What trained the model, with the preset's evaluation and tracking settings it is judged by.
     model_cfg = stored.model_copy(update={"evaluation": cfg.evaluation, "tracking": cfg.tracking})
     client = MlflowClient(uri)
