@@ -24,8 +24,6 @@ from preprocessing.output import encode_image
 
 #: Inputs above this many pixels are rejected before decoding (decompression-bomb guard).
 DEFAULT_MAX_PIXELS = 64_000_000
-#: File name endings treated as images; everything else is skipped and reported.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"})
 _EXIF_ORIENTATION = 0x0112
 _JPEG_END = b"\xff\xd9"
 # Pillow raises these for malformed headers or pixel data, depending on the format plugin.

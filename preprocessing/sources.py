@@ -17,7 +17,7 @@ from typing import Any
 
 from preprocessing.archives import ArchiveLimits, is_archive, safe_extract
 from preprocessing.errors import IngestError
-from preprocessing.images import IMAGE_SUFFIXES
+from unit_core.images import IMAGE_EXTENSIONS
 
 #: Inputs larger than this are skipped without being read (no image we want is this big).
 DEFAULT_MAX_FILE_BYTES = 256 * 1024**2
@@ -113,7 +113,7 @@ def list_folder(root: Path, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, shown_
 
 def _skip_reason(relative: str, size: int, max_file_bytes: int) -> str | None:
     suffix = PurePosixPath(relative).suffix.lower()
-    if suffix not in IMAGE_SUFFIXES:
+    if suffix not in IMAGE_EXTENSIONS:
         return f"not an image file name (extension {suffix or 'none'!r})"
     if size > max_file_bytes:
         return f"file too large: {size} bytes > limit {max_file_bytes}"

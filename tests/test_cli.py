@@ -82,6 +82,50 @@ def test_translate_handles_odd_modes_and_reports_unreadable_files(trained: Path,
     assert not (out / "broken.png").exists()
 
 
+def test_translate_never_writes_over_inputs_or_files_it_did_not_write(trained: Path, tmp_path: Path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(folder / "photo.png")
+    original = (folder / "photo.png").read_bytes()
+    result = unit("translate", "--checkpoint", str(trained), "--direction", "a2b", str(folder / "photo.png"), "--out", str(folder))
+    assert result.returncode == 2 and "would overwrite an input" in result.stderr
+    assert (folder / "photo.png").read_bytes() == original
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "photo.png").write_bytes(b"someone else's file")
+    result = unit("translate", "--checkpoint", str(trained), "--direction", "a2b", str(folder), "--out", str(out))
+    assert result.returncode == 2 and "exists and was not written by unit translate" in result.stderr
+    assert (out / "photo.png").read_bytes() == b"someone else's file"
+    result = unit("translate", "--checkpoint", str(trained), "--direction", "a2b", str(folder), "--out", str(out), "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert Image.open(out / "photo.png").size == (24, 24)
+    again = unit("translate", "--checkpoint", str(trained), "--direction", "b2a", str(folder), "--out", str(out))
+    assert again.returncode == 0, again.stderr  # its own earlier output may be replaced
+
+
+def test_translate_reports_every_input_it_cannot_translate_and_goes_on(trained: Path, tmp_path: Path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (20, 28, 3), dtype=np.uint8)).convert("P").save(folder / "anim.gif")
+    Image.fromarray(rng.integers(0, 255, (20, 28, 3), dtype=np.uint8)).save(folder / "plain.png")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "loop.png").symlink_to(folder / "loop.png")
+    (folder / "gone.jpg").symlink_to(tmp_path / "missing.jpg")
+    (tmp_path / "named-loop.png").symlink_to(tmp_path / "named-loop.png")
+    image = tmp_path / "single.png"
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(image)
+    out = tmp_path / "out"
+    result = unit("translate", "--checkpoint", str(trained), "--direction", "a2b", str(folder), str(tmp_path / "named-loop.png"),
+                  str(tmp_path / "absent.png"), str(image), "--out", str(out))
+    assert result.returncode == 1, result.stderr
+    for expected in ("notes.txt", "loop.png: not a readable file", "gone.jpg: not a readable file",
+                     "named-loop.png: not a readable file", "absent.png: no such file or folder"):
+        assert expected in result.stdout, (expected, result.stdout)
+    assert Image.open(out / "anim.png").size == (28, 20) and (out / "plain.png").is_file() and (out / "single.png").is_file()
+    assert "wrote 3 image(s)" in result.stdout
+
+
 def test_inconsistent_checkpoints_give_one_clear_line_in_every_command(trained: Path, street_root: Path, tmp_path: Path):
     """Weights that do not fit the stored configuration, or no generator at all: the file and the problem, no traceback."""
     import torch

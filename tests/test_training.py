@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -225,3 +226,16 @@ def test_jpegs_are_decoded_at_reduced_scale_only_down_to_the_training_size(share
     png = tmp_path / "frame.png"
     full.save(png)
     assert load_image(png, 3, shorter_side=64).size == (1024, 512)  # other formats decode every pixel
+
+
+def test_resume_survives_a_torn_last_log_line(street_root, tmp_path):
+    run = tmp_path / "run"
+    fit(tiny_config(street_root, run, "train.max_steps=4", "train.log_every=2", "train.checkpoint_every=4"), progress=False)
+    log = run / "train_log.jsonl"
+    with log.open("a", encoding="utf-8") as handle:
+        handle.write('{"step": 6, "gen/total": 1.2')  # a crash while appending
+    with pytest.warns(UserWarning, match=rf"{re.escape(str(log))}: dropped 1 torn line\(s\) \(line 3\)"):
+        result = fit(tiny_config(street_root, run, "train.max_steps=6", "train.log_every=2", "train.checkpoint_every=4"),
+                     resume=True, progress=False)
+    assert result.step == 6
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [2, 4, 6]

@@ -9,7 +9,10 @@ from pathlib import Path
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from unit_core.images import list_images
+from unit_core.images import list_folder
+
+#: Outputs written into --out by this command, one relative path a line.
+OUTPUTS_RECORD = ".unit-translate-outputs"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,32 +29,69 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="MLflow tracking URI for --model (default: MLFLOW_TRACKING_URI, else MLflow's local default)")
     parser.add_argument("--direction", choices=("a2b", "b2a"), required=True)
     parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace files in --out that unit translate did not write (inputs are never replaced)")
     parser.add_argument("--batch-size", type=int, default=8, help="images of equal size translated together")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.set_defaults(func=run)
 
 
-def collect_inputs(inputs: list[Path]) -> list[tuple[Path, Path]]:
-    """(file, output path relative to --out) for every input file and every image inside input folders."""
+def collect_inputs(inputs: list[Path], problems: list[str]) -> list[tuple[Path, Path]]:
+    """(file, output path relative to --out) for every input file and every image inside input folders.
+
+    What cannot be translated (a missing input, a broken link or link loop, a file that is
+    not an image) is added to ``problems`` and left out; it never stops the other inputs.
+    """
     from unit_cli.errors import UserError
 
     pairs = []
     for item in inputs:
         if item.is_dir():
-            files = list_images(item)
-            if not files:
-                raise UserError(f"{item}: folder holds no images")
+            files, others, broken = list_folder(item)
+            if others:
+                suffixes = ", ".join(sorted({path.suffix or "no extension" for path in others}))
+                problems.append(f"{item}: {len(others)} file(s) that are not images ({suffixes}), e.g. {others[0]}")
+            problems += [f"{path}: not a readable file (broken link or link loop)" for path in broken]
             pairs += [(f, f.relative_to(item).with_suffix(".png")) for f in files]
         elif item.is_file():
             pairs.append((item, Path(item.name).with_suffix(".png")))
+        elif item.is_symlink():
+            problems.append(f"{item}: not a readable file (broken link or link loop)")
         else:
-            raise UserError(f"{item}: no such file or folder")
+            problems.append(f"{item}: no such file or folder")
     seen: dict[Path, Path] = {}
     for source, relative in pairs:
         if relative in seen:
             raise UserError(f"{source} and {seen[relative]} would both be written to {relative}")
         seen[relative] = source
     return pairs
+
+
+def check_targets(pairs: list[tuple[Path, Path]], out: Path, overwrite: bool) -> None:
+    """Refuse to write over any input, and over files of --out this command did not write (unless ``overwrite``).
+
+    What this command writes is listed in ``<out>/.unit-translate-outputs`` before any image
+    is written, so a later run into the same folder may replace those files again.
+    """
+    from unit_cli.errors import UserError
+
+    inputs = {source.resolve() for source, _ in pairs}
+    over_inputs = [(out / relative, source) for source, relative in pairs if (out / relative).resolve() in inputs]
+    if over_inputs:
+        target, source = over_inputs[0]
+        raise UserError(f"{target} would overwrite an input ({source}); choose another --out "
+                        f"({len(over_inputs)} output(s) collide with inputs)")
+    record = out / OUTPUTS_RECORD
+    ours = set(record.read_text(encoding="utf-8").splitlines()) if record.is_file() else set()
+    foreign = [out / relative for _, relative in pairs
+               if (out / relative).exists() and relative.as_posix() not in ours]
+    if foreign and not overwrite:
+        raise UserError(f"{foreign[0]} exists and was not written by unit translate; pass --overwrite to replace it "
+                        f"({len(foreign)} such file(s)), or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    temp = record.with_name(f"{record.name}.tmp")
+    temp.write_text("".join(f"{name}\n" for name in sorted(ours | {r.as_posix() for _, r in pairs})), encoding="utf-8")
+    temp.replace(record)
 
 
 def read_images(pairs: list[tuple[Path, Path]], failures: list[str]) -> Iterator[tuple[Path, Image.Image]]:
@@ -86,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
-    pairs = collect_inputs(args.inputs)
+    failures: list[str] = []
+    pairs = collect_inputs(args.inputs, failures)
     try:
         if args.model:
             translator = translator_of_model(args.model, args.tracking_uri, args.device)
@@ -94,17 +135,19 @@ def run(args: argparse.Namespace) -> int:
             translator = Translator.from_checkpoint(args.checkpoint, args.device)
     except (CheckpointError, ValueError) as exc:
         raise UserError(str(exc)) from None
-    failures: list[str] = []
+    check_targets(pairs, args.out, args.overwrite)
+    unreadable: list[str] = []
     with tqdm(total=len(pairs), unit="image") as bar:
-        for batch in batches_by_size(read_images(pairs, failures), args.batch_size):
+        for batch in batches_by_size(read_images(pairs, unreadable), args.batch_size):
             outputs = translator.translate_images([image for _, image in batch], args.direction)
             for (relative, _), output in zip(batch, outputs, strict=True):
                 target = args.out / relative
                 target.parent.mkdir(parents=True, exist_ok=True)
                 output.save(target, format="PNG")
             bar.update(len(batch))
-        bar.update(len(failures))
+        bar.update(len(unreadable))
+    failures += unreadable
     for failure in failures:
         print(f"unit translate: skipped {failure}")
-    print(f"unit translate: wrote {len(pairs) - len(failures)} image(s) to {args.out}")
+    print(f"unit translate: wrote {len(pairs) - len(unreadable)} image(s) to {args.out}")
     return 1 if failures else 0

@@ -237,7 +237,7 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {text!r}: value is not valid YAML: {exc}") from exc
+        raise ConfigError(f"override {text!r}: value is not valid YAML: {yaml_problem(exc)}") from None
     return parts, value
 
 
@@ -262,6 +262,14 @@ def config_from_dict(data: dict[str, Any], source: str = "configuration") -> Uni
         raise ConfigError(_format_errors(source, exc)) from None
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line for a YAML parse error: where (1-based line and column) and what, without the parser's context dump."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+    if mark is None or problem is None:
+        return " ".join(str(exc).split())
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
 def _read_mapping(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -270,7 +278,7 @@ def _read_mapping(path: Path) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):

@@ -8,12 +8,30 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+#: File suffixes read as images everywhere: ingestion, training data, translation.
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"})
 
 
 def list_images(folder: Path) -> list[Path]:
     """Image files directly inside or below ``folder``, in a stable (sorted) order."""
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def list_folder(folder: Path) -> tuple[list[Path], list[Path], list[Path]]:
+    """Everything below ``folder``, sorted: (image files, other files, entries that are not readable files).
+
+    The last holds image-named entries that are no file: broken links and link loops,
+    which ``list_images`` passes over in silence.
+    """
+    images, others, broken = [], [], []
+    for path in sorted(folder.rglob("*")):
+        if path.is_dir():
+            continue
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            (others if path.is_file() else broken).append(path)
+        else:
+            (images if path.is_file() else broken).append(path)
+    return images, others, broken
 
 
 def to_mode(image: Image.Image, channels: int) -> Image.Image:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,11 +108,31 @@ def check_same_model(cfg: UnitConfig, checkpoint_config: dict, source: Path) -> 
 
 
 def _truncate_log(log: Path, after_step: int) -> None:
-    """Drop log lines past the resumed step so the log reads as one continuous run."""
+    """Drop log lines past the resumed step so the log reads as one continuous run.
+
+    A line that is not a whole record (a crash while appending tears the last one) is
+    dropped too, with a warning naming the file and line; the checkpoint, not the log, is
+    what resume trusts.
+    """
     if not log.exists():
         return
-    kept = [line for line in log.read_text(encoding="utf-8").splitlines() if line and json.loads(line)["step"] <= after_step]
-    log.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    kept, torn = [], []
+    for number, line in enumerate(log.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            step = json.loads(line)["step"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            torn.append(number)
+            continue
+        if isinstance(step, int) and step <= after_step:
+            kept.append(line)
+    if torn:
+        warnings.warn(f"{log}: dropped {len(torn)} torn line(s) (line {', '.join(map(str, torn))}), "
+                      f"left by a crash while appending; resuming from the checkpoint at step {after_step}")
+    temp = log.with_name(f".{log.name}.tmp")
+    temp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    temp.replace(log)
 
 
 def _prune(checkpoint_dir: Path, keep: int) -> None:
