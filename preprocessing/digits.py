@@ -13,9 +13,7 @@ process pool, so the full 70000-image MNIST takes seconds.
 from __future__ import annotations
 
 import gzip
-import multiprocessing
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from tqdm import tqdm
 
 from preprocessing.errors import IngestError
 from preprocessing.output import DatasetWriter, encode_image, sha256_bytes
-from preprocessing.pipeline import IngestOptions, IngestSummary, summary_of
+from preprocessing.pipeline import IngestOptions, IngestSummary, summary_of, worker_pool
 
 DEFAULT_SIZE = 28
 MNIST_SPLITS = {"train": "train", "test": "t10k"}
@@ -167,7 +165,7 @@ def _encoded_chunks(images: np.ndarray, options: IngestOptions) -> Iterator[list
     if options.workers == 1 or len(chunks) == 1:
         yield from (encode_batch(chunk, options.image_format) for chunk in chunks)
         return
-    with ProcessPoolExecutor(options.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with worker_pool(options.workers) as pool:
         yield from pool.map(encode_batch, chunks, [options.image_format] * len(chunks))
 
 

@@ -16,7 +16,6 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -27,6 +26,7 @@ import numpy as np
 import PIL
 
 from preprocessing.errors import IngestError
+from unit_core.scratch import current_umask, make_scratch_dir, remove_stale
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +103,6 @@ def read_manifest(path: str | Path) -> list[dict[str, Any]]:
     return entries
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _check_path_part(kind: str, value: str) -> None:
     if not value or value in (".", "..") or value.startswith(".") or _UNSAFE_NAME.search(value):
         raise ValueError(f"invalid {kind} {value!r}: must be non-empty, not start with '.', and contain no '/', '\\' or control characters")
@@ -164,9 +158,10 @@ class DatasetWriter:
         self._entered = True
         self._check_replaceable()
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f"{self.out_dir.name}.tmp-", dir=self.out_dir.parent))
+        remove_stale(self.out_dir.parent)  # what a killed ingest left beside its output
+        self._tmp = make_scratch_dir(self.out_dir.parent, self.out_dir.name)
         # mkdtemp makes the folder private (0700); the data set gets the usual permissions.
-        self._tmp.chmod(0o777 & ~_current_umask())
+        self._tmp.chmod(0o777 & ~current_umask())
         if self._use_previous:
             self._previous = self._load_previous_index()
         return self

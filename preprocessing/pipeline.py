@@ -8,9 +8,14 @@ the output never depends on scheduling.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import multiprocessing
 import os
+import signal
+import threading
+import time
 import unicodedata
 from contextlib import ExitStack
 from collections import Counter, deque
@@ -32,8 +37,37 @@ T = TypeVar("T")
 R = TypeVar("R")
 #: Manifest key holding what the transform found (e.g. the head box), so a reused file keeps it.
 TRANSFORM_KEY = "transform"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # Concurrent reads: enough to hide S3 round trips, harmless for local disks.
 _READ_THREADS = 8
+
+
+def _die_with_parent(parent: int) -> None:
+    """Pool-worker initializer: end this worker when the ingest process dies, even by kill -9.
+
+    Linux delivers SIGKILL on the parent's death (prctl PR_SET_PDEATHSIG); elsewhere a
+    daemon thread notices that the parent has changed.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        watched_by_kernel = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) == 0
+    except (OSError, AttributeError):
+        watched_by_kernel = False
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+    if not watched_by_kernel:
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True).start()
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` fresh processes (spawn: no inherited threads or locks) that die with this process."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_die_with_parent, initargs=(os.getpid(),))
 
 
 def default_workers() -> int:
@@ -201,8 +235,7 @@ def run_jobs(
     first_seen: dict[tuple[str, str], str] = {}
     pool: Executor | None = None
     if options.workers > 1 and len(jobs) > 1:
-        # spawn: workers start clean (no inherited threads or locks from the reader pool).
-        pool = ProcessPoolExecutor(max_workers=options.workers, mp_context=multiprocessing.get_context("spawn"))
+        pool = worker_pool(options.workers)
 
     def prepare(read: tuple[ImageJob, Future[bytes | str]]) -> tuple[ImageJob, str, str | None, Future[ImageResult]]:
         job, future = read

@@ -8,7 +8,6 @@ folder that lives as long as the ``with`` block.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any
 from preprocessing.archives import ArchiveLimits, is_archive, safe_extract
 from preprocessing.errors import IngestError
 from unit_core.images import IMAGE_EXTENSIONS
+from unit_core.scratch import scratch_dir as scratch_folder
 
 #: Inputs larger than this are skipped without being read (no image we want is this big).
 DEFAULT_MAX_FILE_BYTES = 256 * 1024**2
@@ -73,7 +73,7 @@ def open_location(
         return
     if is_archive(path):
         scratch_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=f"{path.name}.extract-", dir=scratch_dir) as extracted:
+        with scratch_folder(scratch_dir, f"{path.name}.extract") as extracted:
             skipped = [(f"{path}!/{member}", reason) for member, reason in safe_extract(path, Path(extracted), archive_limits)]
             listing = list_folder(Path(extracted), max_file_bytes, shown_as=f"{path}!")
             yield Listing(listing.files, skipped + listing.skipped)

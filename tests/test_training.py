@@ -239,3 +239,8 @@ def test_resume_survives_a_torn_last_log_line(street_root, tmp_path):
                      resume=True, progress=False)
     assert result.step == 6
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [2, 4, 6]
+
+
+def test_a_domain_with_a_handful_of_images_draws_a_warning(street_root, tmp_path):
+    with pytest.warns(UserWarning, match=r"gta/train: only 5 training image\(s\) in domain 'gta'"):
+        fit(tiny_config(street_root, tmp_path / "run", "train.max_steps=1"), progress=False)

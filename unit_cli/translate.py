@@ -10,6 +10,7 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from unit_core.images import list_folder
+from unit_core.scratch import atomic_write
 
 #: Outputs written into --out by this command, one relative path a line.
 OUTPUTS_RECORD = ".unit-translate-outputs"
@@ -88,10 +89,7 @@ def check_targets(pairs: list[tuple[Path, Path]], out: Path, overwrite: bool) ->
     if foreign and not overwrite:
         raise UserError(f"{foreign[0]} exists and was not written by unit translate; pass --overwrite to replace it "
                         f"({len(foreign)} such file(s)), or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    temp = record.with_name(f"{record.name}.tmp")
-    temp.write_text("".join(f"{name}\n" for name in sorted(ours | {r.as_posix() for _, r in pairs})), encoding="utf-8")
-    temp.replace(record)
+    atomic_write(record, "".join(f"{name}\n" for name in sorted(ours | {r.as_posix() for _, r in pairs})))
 
 
 def read_images(pairs: list[tuple[Path, Path]], failures: list[str]) -> Iterator[tuple[Path, Image.Image]]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from torch import nn
 
 from unit_core.config import UnitConfig, config_from_dict
 from unit_core.networks import UNITDiscriminators, UNITGenerator
+from unit_core.scratch import current_umask, scratch_file
 
 FORMAT = "unit-checkpoint"
 FORMAT_VERSION = 1
@@ -36,13 +36,13 @@ def atomic_torch_save(payload: Any, path: str | Path) -> Path:
     """``torch.save`` into a temporary sibling, fsync, then rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    descriptor, temp_name = scratch_file(path.parent, f".{path.name}")
     try:
         with os.fdopen(descriptor, "wb") as handle:
             torch.save(payload, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(temp_name, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
+        os.chmod(temp_name, 0o666 & ~current_umask())  # mkstemp makes 0600; give the usual file mode
         os.replace(temp_name, path)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
@@ -50,16 +50,12 @@ def atomic_torch_save(payload: Any, path: str | Path) -> Path:
     return path
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
 
 def link_or_copy_atomic(source: Path, target: Path) -> None:
     """Make ``target`` point at ``source``'s bytes (hard link when possible), atomically."""
-    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    temp.unlink(missing_ok=True)
+    descriptor, temp = scratch_file(target.parent, f".{target.name}")
+    os.close(descriptor)
+    temp.unlink()  # os.link needs a free name
     try:
         os.link(source, temp)
     except OSError:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from unit_core.config import UnitConfig
+from unit_core.scratch import atomic_write
 from unit_core.data import domain_folder, domain_images, labels_file, read_labels
 from unit_core.images import load_image, pil_to_tensor, save_grid, tensor_to_uint8
 from unit_core.inception import load_inception
@@ -215,11 +215,7 @@ def _mean(values: list[float]) -> float:
 
 def write_json(payload: dict[str, Any], path: Path) -> Path:
     """Write sorted, indented JSON atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    temp.replace(path)
-    return path
+    return atomic_write(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def evaluate(

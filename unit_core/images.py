@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+
+from unit_core.scratch import atomic_write
 
 #: File suffixes read as images everywhere: ingestion, training data, translation.
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"})
@@ -102,8 +105,6 @@ def save_grid(rows: list[list[torch.Tensor]], path: Path, gap: int = 2) -> Path:
                 tile = np.repeat(tile, 3, axis=2)
             y, x = r * (height + gap), c * (width + gap)
             canvas[y : y + tile.shape[0], x : x + tile.shape[1]] = tile
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(canvas).save(temp, format="PNG")
-    temp.replace(path)
-    return path
+    encoded = io.BytesIO()
+    Image.fromarray(canvas).save(encoded, format="PNG")
+    return atomic_write(path, encoded.getvalue())

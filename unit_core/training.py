@@ -35,9 +35,14 @@ from tqdm import tqdm
 
 from unit_core.checkpoint import CheckpointError, atomic_torch_save, link_or_copy_atomic, load_checkpoint, make_checkpoint
 from unit_core.config import UnitConfig
-from unit_core.data import StepSampler, UnpairedSamples, domain_images, fixed_samples, image_labels
+from unit_core.data import StepSampler, UnpairedSamples, domain_folder, domain_images, fixed_samples, image_labels
 from unit_core.images import save_grid
+from unit_core.scratch import atomic_write, remove_stale
 from unit_core.trainer import UNITTrainer, CompiledOrEager, resolve_device, set_deterministic
+
+
+#: Fewer training images than this in a domain draws a warning.
+FEW_IMAGES = 20
 
 
 class TrainingCallback(Protocol):
@@ -130,9 +135,7 @@ def _truncate_log(log: Path, after_step: int) -> None:
     if torn:
         warnings.warn(f"{log}: dropped {len(torn)} torn line(s) (line {', '.join(map(str, torn))}), "
                       f"left by a crash while appending; resuming from the checkpoint at step {after_step}")
-    temp = log.with_name(f".{log.name}.tmp")
-    temp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    temp.replace(log)
+    atomic_write(log, "".join(line + "\n" for line in kept))
 
 
 def _prune(checkpoint_dir: Path, keep: int) -> None:
@@ -196,6 +199,11 @@ def fit(
     data = cfg.data
     files_a = domain_images(data.root, data.domain_a, "train")
     files_b = domain_images(data.root, data.domain_b, "train")
+    for domain, files in ((data.domain_a, files_a), (data.domain_b, files_b)):
+        if writer and len(files) < FEW_IMAGES:
+            warnings.warn(f"{domain_folder(data.root, domain, 'train')}: only {len(files)} training image(s) in domain "
+                          f"{domain!r}; a translation is learnt from hundreds or more (fewer than {FEW_IMAGES} is almost "
+                          f"certainly a mistake in the data)")
     # Domain adaptation learns classes from domain a only; domain b's labels are never read.
     labels_a = image_labels(data.root, data.domain_a, "train", files_a, cfg.model.num_classes) if cfg.model.num_classes else None
     channels = (cfg.model.channels_a, cfg.model.channels_b)
@@ -228,6 +236,8 @@ def fit(
 
     if writer:
         out_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (out_dir, paths["checkpoints"], paths["samples"]):
+            remove_stale(folder)  # what a killed run was writing
         paths["config"].write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
 
     loader = training_loader(cfg, UnpairedSamples(files_a, files_b, data, channels, cfg.seed, labels_a), trainer.step,

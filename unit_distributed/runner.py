@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +22,7 @@ import yaml
 from unit_core.checkpoint import CheckpointError, link_or_copy_atomic, load_checkpoint
 from unit_core.config import DistributedConfig, UnitConfig
 from unit_core.data import domain_images
+from unit_core.scratch import scratch_dir
 from unit_core.training import TrainingCallback, TrainingResult, check_same_model, fit, run_paths
 from unit_distributed.errors import DistributedError
 from unit_distributed.storage import (
@@ -178,8 +178,8 @@ def _initial_checkpoint(cfg: UnitConfig, storage: RunStorage, resume: bool | str
 def _stage_initial_checkpoint(cfg: UnitConfig, storage: RunStorage, source: str | Path) -> str:
     """Check the checkpoint a new run starts from and copy it into the run folder, where every node can read it."""
     text = str(source)
-    with tempfile.TemporaryDirectory(prefix="unit-initial-") as scratch:
-        local = Path(scratch) / INITIAL_CHECKPOINT_FILE
+    with scratch_dir(None, "unit-initial") as scratch:
+        local = scratch / INITIAL_CHECKPOINT_FILE
         if "://" in text:
             if not text.startswith(storage.scheme):
                 raise DistributedError(f"{text}: a checkpoint URI must be on the run's storage ({storage.scheme}...)")
@@ -263,8 +263,8 @@ def _bring_home(cfg: UnitConfig, storage: RunStorage, result: Result) -> Distrib
     paths = run_paths(Path(cfg.train.out_dir))
     for folder in (paths["checkpoints"], paths["samples"]):
         folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="unit-final-", dir=cfg.train.out_dir) as scratch:
-        final = Path(result.checkpoint.to_directory(scratch))
+    with scratch_dir(cfg.train.out_dir, "unit-final") as scratch:
+        final = Path(result.checkpoint.to_directory(str(scratch)))
         step = int(load_checkpoint(final / CHECKPOINT_FILE)["step"])
         name = checkpoint_dir_name(step)
         checkpoint = paths["checkpoints"] / f"{name}.pt"

@@ -14,7 +14,6 @@ import json
 import logging
 import shutil
 import socket
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from torch import nn
 
 from unit_core.checkpoint import link_or_copy_atomic
 from unit_core.config import config_from_dict
+from unit_core.scratch import scratch_dir
 from unit_core.trainer import UNITTrainer
 from unit_core.training import DataParallel, fit
 from unit_distributed.storage import (
@@ -66,8 +66,7 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any]:
         # As many intra-op threads as CPUs Ray reserved, so workers sharing a node do not oversubscribe it.
         torch.set_num_threads(max(1, int(cfg.distributed.cpus_per_worker)))
 
-    with tempfile.TemporaryDirectory(prefix=f"unit-rank{rank}-") as scratch_name:
-        scratch = Path(scratch_name)
+    with scratch_dir(None, f"unit-rank{rank}") as scratch:
         run_dir = scratch / "run"
         resume, started_from = _starting_point(storage, config["initial_checkpoint"], scratch, run_dir, rank)
         worker_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"out_dir": str(run_dir)})})
@@ -169,11 +168,10 @@ class RayReporter:
         if checkpoint is None or grid is None:
             ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
             return
-        with tempfile.TemporaryDirectory(dir=self.run_dir.parent, prefix="report-") as folder_name:
-            folder = Path(folder_name)
+        with scratch_dir(self.run_dir.parent, "report") as folder:
             link_or_copy_atomic(checkpoint, folder / CHECKPOINT_FILE)
             link_or_copy_atomic(grid, folder / GRID_FILE)
             shutil.copyfile(self.run_dir / LOG_FILE, folder / LOG_FILE)
             (folder / REPLICAS_FILE).write_text(json.dumps(replicas, indent=1) + "\n", encoding="utf-8")
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder_name),
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)),
                              checkpoint_dir_name=name)

@@ -27,6 +27,7 @@ from typing import Any
 
 from unit_core.checkpoint import CheckpointError, load_checkpoint
 from unit_core.config import UnitConfig
+from unit_core.scratch import atomic_write
 
 STAGES = ("ingest", "train", "evaluate", "register")
 
@@ -59,10 +60,7 @@ def _reuse(stamp: Path, inputs: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _record(stamp: Path, inputs: dict[str, Any], outcome: dict[str, Any]) -> dict[str, Any]:
-    stamp.parent.mkdir(parents=True, exist_ok=True)
-    temp = stamp.with_name(stamp.name + ".tmp")
-    temp.write_text(json.dumps({"key": _stamp_key(inputs), "outcome": outcome}, indent=2, default=str) + "\n", encoding="utf-8")
-    temp.replace(stamp)
+    atomic_write(stamp, json.dumps({"key": _stamp_key(inputs), "outcome": outcome}, indent=2, default=str) + "\n")
     return {**outcome, "reused": False}
 
 

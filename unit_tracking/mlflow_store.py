@@ -48,6 +48,7 @@ import unit_core
 import unit_tracking
 from unit_core.checkpoint import atomic_torch_save, load_checkpoint, make_checkpoint, restore_weights, stored_config
 from unit_core.config import UnitConfig
+from unit_core.scratch import atomic_write
 from unit_core.evaluation import manifest_sha256
 from unit_core.networks import UNITGenerator
 from unit_tracking import TrackingError, pyfunc_model
@@ -208,10 +209,7 @@ def read_run_record(out_dir: Path, tracking_uri: str) -> str | None:
 
 
 def _write_run_record(out_dir: Path, tracking_uri: str, run_id: str) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    temp = out_dir / f".{RUN_RECORD}.tmp"
-    temp.write_text(json.dumps({"tracking_uri": tracking_uri, "run_id": run_id}) + "\n", encoding="utf-8")
-    temp.replace(out_dir / RUN_RECORD)
+    atomic_write(out_dir / RUN_RECORD, json.dumps({"tracking_uri": tracking_uri, "run_id": run_id}) + "\n")
 
 
 # ----------------------------------------------------------------------- training
