@@ -9,6 +9,7 @@ the iteration of all of them together (global batch = N x --batch).
     python bench/train_step.py --size 128 --batch 1 --precision bf16
     python bench/train_step.py --params params.yaml --set model.n_shared=0 --device cuda --batch 8
     python bench/train_step.py --workers 2 --device cpu --size 32 --set model.width=8
+    python bench/train_step.py --preset digits-mnist2usps --size 32 --batch 64 --precision bf16 --channels-last --threads 1
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from unit_core.trainer import UNITTrainer, resolve_device, set_deterministic
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--preset", help="presets/<name>.yaml merged over --params (e.g. digits-mnist2usps)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--size", type=int, default=128, help="square image side")
     parser.add_argument("--batch", type=int, default=1, help="images per domain per step")
@@ -83,7 +86,9 @@ def measure(rank: int, args: argparse.Namespace, port: int) -> None:
         f"train.precision={args.precision}", f"train.channels_last={str(args.channels_last).lower()}",
         f"train.compile={str(args.compile).lower()}", *args.overrides,
     ]
-    cfg = load_config(args.params if args.params.exists() else None, overrides)
+    cfg = load_config(args.params if args.params.exists() else None, overrides, preset=args.preset)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = resolve_device(cfg.train.device)
     if args.workers > 1:
         device = join_process_group(rank, args.workers, port, device)

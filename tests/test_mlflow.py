@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -233,6 +234,22 @@ def test_champion_moves_only_to_better_models(registrations, trained, data_root:
     # v1 went into the training run itself, with the evaluation report; v2 and v3 got runs of their own.
     assert first["run_id"] == trained[2] and len({r["run_id"] for r in registrations}) == 3
     assert "evaluation/report" in {item.path for item in client.list_artifacts(first["run_id"], "evaluation")}
+
+
+def test_the_champion_stays_when_the_new_version_was_measured_differently(registrations, trained, evaluation: Path,
+                                                                           mlflow_server: str, tmp_path: Path):
+    """A looser pixel tolerance inflates pixel accuracy: such a number is not compared with the champion's."""
+    cfg, result, _ = trained
+    folder = tmp_path / "tolerance-24"
+    shutil.copytree(evaluation.parent, folder)
+    info = json.loads((folder / "evaluation.json").read_text())
+    (folder / "evaluation.json").write_text(json.dumps({**info, "pixel_tolerance": 24}))
+    metrics = json.loads(evaluation.read_text())
+    write_metrics(folder / "metrics.json", {**metrics, "a2b/pixel_accuracy": metrics["a2b/pixel_accuracy"] + 0.9})
+    fourth = register_model(cfg, result.checkpoint, folder / "metrics.json").summary()
+    assert not fourth["champion"] and fourth["champion_version"] == "3"
+    assert "not compared with champion v3" in fourth["reason"] and "pixel_tolerance 16 vs 24" in fourth["reason"]
+    assert MlflowClient(mlflow_server).get_registered_model(NAME).aliases == {CHAMPION: "3"}
 
 
 def test_is_better_keeps_the_champion_on_ties():

@@ -65,6 +65,9 @@ MAX_METRICS_PER_BATCH = 1000
 METRIC_TAG_PREFIX = "metric."
 DATA_TAG = "unit.data_manifest_sha256"
 EVAL_DATA_TAG = "unit.eval_data_manifest_sha256"
+EVAL_SETTINGS_TAG = "unit.evaluation_settings"
+#: The entries of evaluation.json that change what a metric means; versions compare only when these agree.
+METRIC_DEFINING_SETTINGS = ("split", "scale", "pixel_tolerance")
 DEFAULT_DB_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
 
 
@@ -348,21 +351,46 @@ def read_metrics(path: Path) -> dict[str, float]:
     return {key: float(value) for key, value in loaded.items()}
 
 
+def _measured_differently(champion: dict[str, str], candidate: dict[str, str]) -> str:
+    """What makes two versions' metrics incomparable ('' when they were measured alike)."""
+    if EVAL_SETTINGS_TAG not in champion:
+        return "it records no evaluation settings (registered before they were recorded)"
+    theirs, ours = json.loads(champion[EVAL_SETTINGS_TAG]), json.loads(candidate[EVAL_SETTINGS_TAG])
+    # A setting one side did not record (metrics.json without its evaluation.json) is not held against it.
+    differing = [f"{key} {theirs[key]!r} vs {ours[key]!r}" for key in sorted(set(theirs) & set(ours))
+                 if None not in (theirs[key], ours[key]) and theirs[key] != ours[key]]
+    if differing:
+        return "evaluated with other settings (champion vs this version: " + ", ".join(differing) + ")"
+    if None not in (champion.get(EVAL_DATA_TAG), candidate.get(EVAL_DATA_TAG)) and champion[EVAL_DATA_TAG] != candidate[EVAL_DATA_TAG]:
+        return "evaluated on other test data (the test manifests' sha256 differ)"
+    return ""
+
+
 def is_better(candidate: float, incumbent: float, higher_is_better: bool) -> bool:
     """Strictly better: a tie keeps the current champion."""
     return candidate > incumbent if higher_is_better else candidate < incumbent
 
 
-def _champion_decision(client: MlflowClient, name: str, value: float, cfg: UnitConfig) -> tuple[bool, str]:
+def _champion_decision(client: MlflowClient, name: str, value: float, cfg: UnitConfig,
+                       tags: dict[str, str]) -> tuple[bool, str]:
     """Whether a new version scoring ``value`` on the primary metric takes the alias, and why.
 
+    Only numbers measured alike are compared: the champion must have been evaluated with
+    the same metric-defining settings and on the same test data (manifest hash) as the new
+    version (``tags``), otherwise the alias stays and the reason says what differs.
     Read-then-set is not atomic: registrations of one model must not run concurrently.
     """
     metric = cfg.tracking.primary_metric
     current = client.get_registered_model(name).aliases.get(CHAMPION)
     if current is None:
         return True, f"first champion of {name} ({metric} = {value:g})"
-    incumbent_tag = client.get_model_version(name, current).tags.get(METRIC_TAG_PREFIX + metric)
+    champion_tags = client.get_model_version(name, current).tags
+    unlike = _measured_differently(champion_tags, tags)
+    if unlike:
+        return False, (f"not compared with champion v{current}: {unlike}; evaluate the champion as this version was "
+                       f"(unit evaluate --model models:/{name}@{CHAMPION} ...) and register that, or evaluate this one "
+                       f"as the champion was")
+    incumbent_tag = champion_tags.get(METRIC_TAG_PREFIX + metric)
     try:
         incumbent = float(incumbent_tag)
     except (TypeError, ValueError):
@@ -441,12 +469,16 @@ def register_model(
             f"{', '.join(sorted(metrics))}"
         )
     evaluation_info = metrics_path.parent / "evaluation.json"
-    eval_data_hash = None
+    record: dict[str, Any] = {"split": cfg.evaluation.split, "pixel_tolerance": cfg.evaluation.pixel_tolerance}
     if evaluation_info.is_file():
         try:
-            eval_data_hash = json.loads(evaluation_info.read_text(encoding="utf-8")).get("data_manifest_sha256")
-        except (OSError, json.JSONDecodeError, AttributeError) as exc:
+            record = json.loads(evaluation_info.read_text(encoding="utf-8"))
+            if not isinstance(record, dict):
+                raise TypeError("not a JSON object")
+        except (OSError, json.JSONDecodeError, TypeError) as exc:
             raise TrackingError(f"{evaluation_info}: unreadable evaluation record: {exc}") from None
+    eval_data_hash = record.get("data_manifest_sha256")
+    eval_settings = json.dumps({key: record.get(key) for key in METRIC_DEFINING_SETTINGS}, sort_keys=True)
     payload = load_checkpoint(checkpoint, map_location="cpu")
     stored = stored_config(payload, checkpoint)
     restore_weights(UNITGenerator(stored.model), payload, "gen", checkpoint)  # what the logged model will load
@@ -473,11 +505,12 @@ def register_model(
         tags[DATA_TAG] = train_data_hash
     if eval_data_hash:
         tags[EVAL_DATA_TAG] = eval_data_hash
+    tags[EVAL_SETTINGS_TAG] = eval_settings
     try:
         version = mlflow.register_model(model_uri, name, tags=tags).version
     except MlflowException as exc:
         raise TrackingError(f"registering {model_uri} as {name!r} on {uri} failed: {exc.message}") from None
-    promote, reason = _champion_decision(client, name, metrics[primary], cfg)
+    promote, reason = _champion_decision(client, name, metrics[primary], cfg, tags)
     if promote:
         client.set_registered_model_alias(name, CHAMPION, str(version))
     champion = client.get_registered_model(name).aliases.get(CHAMPION, "")
