@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 from mlflow import MlflowClient
 
@@ -41,6 +43,7 @@ def services(tmp_path_factory: pytest.TempPathFactory):
         **os.environ,
         "UNIT_WORKDIR": str(work), "UNIT_SERVICES_DIR": str(work / ".services"),
         "UNIT_PREFECT_PORT": str(free_port()), "UNIT_MLFLOW_PORT": str(free_port()), "UNIT_S3_PORT": str(free_port()),
+        "UNIT_RUNNER_PORT": str(free_port()),
     }
     started = subprocess.run([sys.executable, SERVICES, "start", "--with-s3"], env=env, capture_output=True, text=True, timeout=300)
     try:
@@ -100,3 +103,27 @@ def test_a_preset_without_its_data_fails_first_and_says_what_to_provide(services
     log = (work / ".services" / "logs" / "deployments.log").read_text()
     assert "preset dogs: ingest failed" in log and "ImageNet training images" in log
     assert not (work / "runs" / "dogs").exists()
+
+
+def test_the_store_key_is_private_and_health_is_asked_of_the_serving_process(services):
+    work, env = services
+    credentials = work / ".services" / "aws-credentials"
+    assert credentials.stat().st_mode & 0o777 == 0o600
+    secret = next(line.split("=", 1)[1].strip() for line in credentials.read_text().splitlines()
+                  if line.startswith("aws_secret_access_key"))
+    exported = subprocess.run([sys.executable, SERVICES, "env"], env=env, capture_output=True, text=True, check=True)
+    assert secret not in exported.stdout and f"AWS_SHARED_CREDENTIALS_FILE={credentials}" in exported.stdout
+    for pid_file in (work / ".services" / "pids").glob("*.pid"):
+        group = int(pid_file.read_text())
+        for process in psutil.process_iter(["cmdline"]):
+            if os.getpgid(process.pid) == group:
+                assert secret not in " ".join(process.info["cmdline"] or []), pid_file.stem
+    # Kill the process serving the deployments: their records stay in Prefect's database,
+    # but the health check asks the process itself.
+    os.killpg(int((work / ".services" / "pids" / "deployments.pid").read_text()), signal.SIGKILL)
+    status = subprocess.run([sys.executable, SERVICES, "status"], env=env, capture_output=True, text=True, check=True)
+    line = next(row for row in status.stdout.splitlines() if row.startswith("deployments"))
+    assert "healthy" not in line.split()[1:2], status.stdout
+    restarted = subprocess.run([sys.executable, SERVICES, "start", "--with-s3"], env=env, capture_output=True,
+                               text=True, timeout=300)
+    assert restarted.returncode == 0 and "deployments: running" in restarted.stdout, restarted.stdout + restarted.stderr

@@ -7,14 +7,21 @@
 State lives in ``.services/`` (``UNIT_SERVICES_DIR``): one log per service in ``logs/``,
 PID files in ``pids/``, the Prefect and MLflow SQLite databases, MLflow artifacts and the
 S3 store's objects as plain files. Flow runs work in ``UNIT_WORKDIR`` (the repository). Ports: ``UNIT_PREFECT_PORT`` (4200), ``UNIT_MLFLOW_PORT``
-(5000), ``UNIT_S3_PORT`` (9000). Ray is not a service here: training starts a local Ray
-instance on demand, or joins the cluster named by ``RAY_ADDRESS``.
+(5000), ``UNIT_S3_PORT`` (9000), ``UNIT_RUNNER_PORT`` (4280: health of the process serving the
+deployments). Ray is not a service here: training starts a local Ray instance on demand, or
+joins the cluster named by ``RAY_ADDRESS``.
+
+The S3 store's key is made at random on first use and kept in ``.services/aws-credentials``
+(mode 0600, the AWS credentials-file format); it reaches the store and the clients through
+the environment (``AWS_SHARED_CREDENTIALS_FILE``), never a command line or ``env``'s output.
 """
 
 from __future__ import annotations
 
 import argparse
+import configparser
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -28,7 +35,8 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
 S3_BUCKET = "unit"
-S3_KEYS = {"AWS_ACCESS_KEY_ID": "unit-local", "AWS_SECRET_ACCESS_KEY": "unit-local-secret", "AWS_DEFAULT_REGION": "us-east-1"}
+S3_ACCESS_KEY_ID = "unit-local"
+S3_REGION = "us-east-1"
 
 # Settings that keep the services small and quiet on a laptop.
 QUIET_ENV = {
@@ -52,6 +60,25 @@ def state_dir() -> Path:
 
 def port(name: str, default: int) -> int:
     return int(os.environ.get(f"UNIT_{name}_PORT", default))
+
+
+def s3_credentials() -> tuple[Path, str]:
+    """The local S3 store's credentials file (made on first use, mode 0600) and its secret key."""
+    path = state_dir() / "aws-credentials"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_urlsafe(24)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(f"[default]\naws_access_key_id = {S3_ACCESS_KEY_ID}\naws_secret_access_key = {secret}\n")
+    parser = configparser.ConfigParser()
+    parser.read(path, encoding="utf-8")
+    return path, parser["default"]["aws_secret_access_key"]
+
+
+def s3_client_env() -> dict[str, str]:
+    path, _ = s3_credentials()
+    return {"AWS_SHARED_CREDENTIALS_FILE": str(path), "AWS_DEFAULT_REGION": S3_REGION}
 
 
 @dataclass
@@ -105,7 +132,7 @@ def client_env(with_s3: bool) -> dict[str, str]:
         "MLFLOW_TRACKING_URI": f"http://{HOST}:{port('MLFLOW', 5000)}",
     }
     if with_s3:
-        env |= {**S3_KEYS, "AWS_ENDPOINT_URL": f"http://{HOST}:{port('S3', 9000)}",
+        env |= {**s3_client_env(), "AWS_ENDPOINT_URL": f"http://{HOST}:{port('S3', 9000)}",
                 "MLFLOW_S3_ENDPOINT_URL": f"http://{HOST}:{port('S3', 9000)}"}
     return env
 
@@ -115,11 +142,14 @@ def services(with_s3: bool) -> list[Service]:
     s3_url = f"http://{HOST}:{port('S3', 9000)}"
     listed = []
     if with_s3:
+        _, secret = s3_credentials()
         listed.append(Service(
             "s3",
             [str(BIN / "rclone"), "serve", "s3", str(state / "s3"), "--addr", f"{HOST}:{port('S3', 9000)}",
-             "--auth-key", f"{S3_KEYS['AWS_ACCESS_KEY_ID']},{S3_KEYS['AWS_SECRET_ACCESS_KEY']}", "--force-path-style=true"],
+             "--force-path-style=true"],
             f"{s3_url}/",
+            # rclone reads --auth-key from here; quoted, since its list flags split on commas.
+            env={"RCLONE_AUTH_KEY": f'"{S3_ACCESS_KEY_ID},{secret}"'},
             start_timeout=30,
             healthy_statuses=(200, 400, 403),  # an anonymous request is refused: the server is up
         ))
@@ -130,7 +160,7 @@ def services(with_s3: bool) -> list[Service]:
         [str(BIN / "mlflow"), "server", "--host", HOST, "--port", str(mlflow_port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{state / 'mlflow' / 'mlflow.db'}", "--artifacts-destination", artifacts],
         f"http://{HOST}:{mlflow_port}/health",
-        env=({**S3_KEYS, "MLFLOW_S3_ENDPOINT_URL": s3_url} if with_s3 else {}),
+        env=({**s3_client_env(), "MLFLOW_S3_ENDPOINT_URL": s3_url} if with_s3 else {}),
     ))
     prefect_port = port("PREFECT", 4200)
     listed.append(Service(
@@ -140,12 +170,17 @@ def services(with_s3: bool) -> list[Service]:
         env={"PREFECT_HOME": str(state / "prefect"),
              "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{state / 'prefect' / 'prefect.db'}"},
     ))
-    # The process that serves the flow's deployments and runs them; healthy once they are registered.
+    # The process that serves the flow's deployments and runs them. Its health is asked of that
+    # process itself (the runner's own web server, which answers once the deployments are
+    # registered and while it polls for work): a deployment record left in Prefect's database
+    # by an earlier run would pass a check made against the server.
+    runner_port = port("RUNNER", 4280)
     listed.append(Service(
         "deployments",
         [sys.executable, "-m", "flows.serve"],
-        f"http://{HOST}:{prefect_port}/api/deployments/name/unit/street-scenes",
-        env={"PREFECT_HOME": str(state / "prefect-client")},
+        f"http://{HOST}:{runner_port}/health",
+        env={"PREFECT_HOME": str(state / "prefect-client"), "PREFECT_RUNNER_SERVER_ENABLE": "true",
+             "PREFECT_RUNNER_SERVER_HOST": HOST, "PREFECT_RUNNER_SERVER_PORT": str(runner_port)},
     ))
     return listed
 
