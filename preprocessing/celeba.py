@@ -3,6 +3,12 @@
 ``list_attr_celeba.txt`` is parsed as the real file is: CRLF line endings, a first line with the
 count of the full data set (which need not match the rows present), a header of 40 names with
 a trailing space, then ``<file> <40 values of 1/-1>`` padded with double spaces.
+
+Users often hold the full attribute file and a part of the images: rows without an image are
+counted (with a sample of names) in report.json's notes, not listed as rejections. A malformed
+row (a truncated last line, say) is skipped and reported unless its image is present, which
+is an error naming the line. A domain left with fewer than ``min_images`` training images is
+an error naming it, before anything is written.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ class CelebaAttributes:
     values: dict[str, tuple[int, ...]]  # image file name -> one 1/-1 per name
     lines: dict[str, int]  # image file name -> line number in the file
     declared_count: int
+    malformed: dict[str, tuple[int, str]]  # image file name of a bad row -> (line number, what is wrong)
 
 
 def _lines(path: Path) -> list[str]:
@@ -51,7 +58,10 @@ def _lines(path: Path) -> list[str]:
 
 
 def parse_attributes(path: str | Path) -> CelebaAttributes:
-    """Parse ``list_attr_celeba.txt``; a malformed line raises naming the file and line."""
+    """Parse ``list_attr_celeba.txt``; bad header lines and repeated rows raise naming the file and line.
+
+    A malformed row is kept aside in ``malformed``; the ingest decides whether it matters.
+    """
     path = Path(path)
     lines = _lines(path)
     if len(lines) < 2:
@@ -65,20 +75,23 @@ def parse_attributes(path: str | Path) -> CelebaAttributes:
         raise IngestError(f"{path}: line 2: expected distinct attribute names, got {lines[1][:80]!r}")
     values: dict[str, tuple[int, ...]] = {}
     line_numbers: dict[str, int] = {}
+    malformed: dict[str, tuple[int, str]] = {}
     for number, line in enumerate(lines[2:], 3):
         fields = line.split()
         if not fields:
             continue
-        if len(fields) != len(names) + 1:
-            raise IngestError(f"{path}: line {number}: expected a file name and {len(names)} values, got {len(fields) - 1}")
         image, raw = fields[0], fields[1:]
-        if any(value not in ("1", "-1") for value in raw):
-            raise IngestError(f"{path}: line {number}: values must be 1 or -1, got {' '.join(sorted(set(raw) - {'1', '-1'}))}")
-        if image in values:
-            raise IngestError(f"{path}: line {number}: {image} already listed on line {line_numbers[image]}")
-        values[image] = tuple(int(value) for value in raw)
-        line_numbers[image] = number
-    return CelebaAttributes(names, values, line_numbers, declared_count)
+        if image in values or image in malformed:
+            first = line_numbers[image] if image in values else malformed[image][0]
+            raise IngestError(f"{path}: line {number}: {image} already listed on line {first}")
+        if len(raw) != len(names):
+            malformed[image] = (number, f"expected a file name and {len(names)} values, got {len(raw)}")
+        elif any(value not in ("1", "-1") for value in raw):
+            malformed[image] = (number, f"values must be 1 or -1, got {' '.join(sorted(set(raw) - {'1', '-1'}))}")
+        else:
+            values[image] = tuple(int(value) for value in raw)
+            line_numbers[image] = number
+    return CelebaAttributes(names, values, line_numbers, declared_count, malformed)
 
 
 def parse_partition(path: str | Path) -> dict[str, int]:
@@ -115,6 +128,7 @@ def ingest_celeba(
     domain_a: str | None = None,
     domain_b: str | None = None,
     test_fraction: float = 0.0,
+    min_images: int = 1,
     options: IngestOptions = IngestOptions(),
 ) -> IngestSummary:
     """CelebA faces split by one attribute into two domains.
@@ -122,7 +136,8 @@ def ingest_celeba(
     ``images``: folder, archive (``img_align_celeba.zip``) or S3 prefix. With ``partition_file``
     the official split is used (validation goes to ``validation_split``: "train" or "test"),
     otherwise ``test_fraction`` of each domain goes to test, chosen by content hash.
-    Rows without an image and images without a row are reported, not fatal.
+    Rows without an image are counted and images without a row rejected, neither fatal; each
+    domain needs ``min_images`` training images.
     """
     if validation_split not in ("train", "test"):
         raise IngestError(f"validation_split must be 'train' or 'test', got {validation_split!r}")
@@ -164,6 +179,9 @@ def ingest_celeba(
         for file in listing.files:
             image_name = PurePosixPath(file.relative).name
             found.add(image_name)
+            if image_name in table.malformed:
+                number, problem = table.malformed[image_name]
+                raise IngestError(f"{attributes_file}: line {number}: {problem} (the row of {file.source}, which is present)")
             if image_name not in table.values:
                 writer.reject(file.source, f"no row for {image_name} in {attributes_file.name}")
                 continue
@@ -174,8 +192,11 @@ def ingest_celeba(
                     continue
                 split = splits[partition[image_name]]
             candidates.append((file, image_name, split))
-        for image_name in sorted(set(table.values) - found):
-            writer.reject(f"{attributes_file}:{table.lines[image_name]}", f"row for {image_name}, but no such image in {images}")
+        without_image = sorted(set(table.values) - found)
+        writer.note("rows_without_image", {"count": len(without_image), "first": without_image[:10]})
+        if table.malformed:
+            writer.note("malformed_rows_skipped", {"count": len(table.malformed), "first": [
+                f"line {number}: {problem}" for number, problem in sorted(table.malformed.values())[:10]]})
         if not candidates:
             raise IngestError(f"{images}: none of the {len(listing.files)} image files has a row in {attributes_file}")
         names = output_names([image_name for _, image_name, _ in candidates])
@@ -184,4 +205,11 @@ def ingest_celeba(
             for (file, image_name, split), name in zip(candidates, names)
         ]
         write_outcomes(writer, run_jobs(jobs, writer, options, test_fraction=test_fraction, description="celeba"))
-    return summary_of(writer)
+        for domain in domains.values():
+            count = writer.counts.get(domain, {}).get("train", 0)
+            if count < min_images:
+                value = "1" if domain == domains[1] else "-1"
+                raise IngestError(f"domain {domain!r} ({attribute} = {value}) gets {count} training image(s) of the "
+                                  f"{len(candidates)} images with a row, at least {min_images} needed; nothing was written")
+    details = [f"{len(without_image)} row(s) of {attributes_file.name} have no image in {images} (see report.json notes)"]
+    return summary_of(writer, details if without_image else [])

@@ -158,6 +158,7 @@ def _celeba(args: argparse.Namespace) -> IngestSummary:
         domain_a=args.domain_a,
         domain_b=args.domain_b,
         test_fraction=args.test_fraction,
+        min_images=args.min_images,
         options=options_from(args),
     )
 
@@ -243,6 +244,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--domain-a", help="name of the domain with the attribute (default: attribute in lower case)")
     parser.add_argument("--domain-b", help="name of the domain without it (default: not_<attribute>)")
     parser.add_argument("--test-fraction", type=_fraction, default=0.0, help="without --partition: share put in test")
+    parser.add_argument("--min-images", type=_positive, default=1, help="fewest training images a domain may get (default 1)")
 
     parser = add("animals", _animals, "ImageNet dog breeds / cat species: head crops by template matching")
     parser.add_argument("location", help="ImageNet-layout folder (n02110185/... or n02110185_*.JPEG), archive or s3:// prefix")
