@@ -10,8 +10,12 @@ can all call it.
 from __future__ import annotations
 
 import io
+import os
+import sys
+import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -52,26 +56,30 @@ class ImageResult:
     encoded: bytes | None
     reason: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()  # what the decoder said of an image it still decoded (report.json "warnings")
 
 
 def process_image(task: ImageTask) -> ImageResult:
     """Decode, transform and encode one image; bad input gives a result with a reason instead of raising."""
     try:
-        image = decode_image(task.data, max_pixels=task.max_pixels)
+        said: list[str] = []
+        image = decode_image(task.data, max_pixels=task.max_pixels, warnings_out=said)
         output, info = task.transform(image)
-        return ImageResult(encode_image(output, task.image_format), info=info)
+        return ImageResult(encode_image(output, task.image_format), info=info, warnings=tuple(said))
     except RejectedImage as exc:
         return ImageResult(None, str(exc))
     except Exception as exc:  # noqa: BLE001 - a decoder bug on one file must not stop the whole run
         return ImageResult(None, f"unexpected {type(exc).__name__} while decoding: {exc}")
 
 
-def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, warnings_out: list[str] | None = None) -> np.ndarray:
     """Bytes of any Pillow-readable image -> HxWx3 RGB uint8, EXIF orientation applied.
 
     16-bit images keep their high byte, palette images are expanded, transparency is flattened
     onto white, CMYK is converted to RGB. Complete RGB/gray JPEGs are decoded by OpenCV (faster),
-    everything else by Pillow. Raises :class:`RejectedImage` with the reason otherwise.
+    everything else by Pillow. Raises :class:`RejectedImage` with the reason otherwise. What
+    libjpeg prints of a damaged stream it still decodes ("Corrupt JPEG data: ...") is appended
+    to ``warnings_out``.
     """
     if not data:
         raise RejectedImage("empty file (0 bytes)")
@@ -94,7 +102,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         raise RejectedImage(f"empty image ({width}x{height})")
     orientation = _exif_orientation(image)
     if image.format == "JPEG" and image.mode in ("RGB", "L") and data.endswith(_JPEG_END):
-        array = _decode_complete_jpeg(data)
+        array = _decode_complete_jpeg(data, warnings_out)
         if array is not None:
             return np.ascontiguousarray(apply_exif_orientation(array, orientation))
     try:
@@ -109,17 +117,44 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     return np.ascontiguousarray(apply_exif_orientation(array, orientation))
 
 
-def _decode_complete_jpeg(data: bytes) -> np.ndarray | None:
+def _decode_complete_jpeg(data: bytes, warnings_out: list[str] | None) -> np.ndarray | None:
     """Fast path for the most common input: OpenCV decodes JPEG into numpy without Pillow's extra copy.
 
     Only for streams that end with the end-of-image marker: OpenCV fills a truncated JPEG with
     grey instead of failing, so truncated files take the Pillow path, which rejects them.
     """
     try:
-        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        with _stderr_captured() as said:
+            decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     except cv2.error:
         return None  # Pillow decides, and gives the reason if the file is broken
+    if warnings_out is not None:
+        warnings_out += [line.strip() for line in said if line.strip()]
     return None if decoded is None else cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+
+
+_capture_file: Any = None
+
+
+@contextmanager
+def _stderr_captured() -> Iterator[list[str]]:
+    """Lines written to file descriptor 2 in the block (libjpeg's warnings bypass Python), not shown."""
+    global _capture_file
+    if _capture_file is None:
+        _capture_file = tempfile.TemporaryFile()
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    _capture_file.seek(0)
+    _capture_file.truncate()
+    os.dup2(_capture_file.fileno(), 2)
+    try:
+        yield lines
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        _capture_file.seek(0)
+        lines += _capture_file.read().decode("utf-8", errors="replace").splitlines()
 
 
 def _exif_orientation(image: Image.Image) -> int:

@@ -145,6 +145,7 @@ class DatasetWriter:
         self._entered = False
         self._entries: dict[str, dict[str, Any]] = {}
         self._rejected: list[dict[str, Any]] = []
+        self._warnings: list[dict[str, str]] = []
         self._metadata_files: set[str] = set()
         self._notes: dict[str, Any] = {}
         self._created_dirs: set[str] = set()
@@ -302,6 +303,12 @@ class DatasetWriter:
         entry.update(sorted(extra.items()))
         self._rejected.append(entry)
 
+    def warn(self, source: str, message: str) -> None:
+        """Record what a decoder said of an input that was still converted (listed in report.json)."""
+        self._require_open()
+        self._warnings.append({"source": source, "warning": message})
+        log.warning("%s: %s", source, message)
+
     def note(self, key: str, value: Any) -> None:
         """Record a fact about the input in report.json under ``notes`` (e.g. rows declared vs present)."""
         self._require_open()
@@ -396,6 +403,7 @@ class DatasetWriter:
             "images": len(self._entries),
             "rejected_count": len(rejected),
             "rejected": rejected,
+            "warnings": sorted(self._warnings, key=lambda item: (item["source"], item["warning"])),
             "metadata_files": sorted(self._metadata_files),
             "notes": dict(sorted(self._notes.items())),
         }

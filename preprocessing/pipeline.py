@@ -116,6 +116,7 @@ class Outcome:
     encoded: bytes | None
     reason: str | None
     info: Mapping[str, Any]
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -265,7 +266,7 @@ def run_jobs(
             # prepare() has already submitted the work; _ordered only bounds how much is in flight.
             for (job, split, sha256, future), _ in _ordered(prepared, lambda item: item[3], window):
                 result = future.result()
-                yield Outcome(job, split, sha256, result.encoded, result.reason, result.info)
+                yield Outcome(job, split, sha256, result.encoded, result.reason, result.info, result.warnings)
                 progress.update()
         finally:
             if pool is not None:
@@ -279,6 +280,8 @@ def write_outcomes(writer: DatasetWriter, outcomes: Iterable[Outcome]) -> None:
         if outcome.encoded is None:
             writer.reject(job.file.source, outcome.reason or "rejected", domain=job.domain, sha256=outcome.sha256)
             continue
+        for message in outcome.warnings:
+            writer.warn(job.file.source, message)
         extra = {TRANSFORM_KEY: dict(outcome.info)} if outcome.info else {}
         writer.add_encoded(
             outcome.encoded,

@@ -201,3 +201,20 @@ def test_process_image_is_pure_and_picklable() -> None:
     assert first.encoded == second.encoded and first.reason is None
     broken = process_image(ImageTask(b"\xff\xd8garbage", partial(cover_resize, width=32, height=24)))
     assert broken.encoded is None and "not an image" in broken.reason
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_libjpeg_warnings_are_reported_with_the_file(tmp_path: Path, capfd: pytest.CaptureFixture[str], workers: int) -> None:
+    """Garbage before the end marker: libjpeg decodes the image and prints 'Corrupt JPEG data' to fd 2."""
+    clean = encode(photo(64, 48), "JPEG", quality=90)
+    damaged = clean[:-2] + b"\x00\x01\x02\x03" + clean[-2:]
+    folder = tmp_path / "in"
+    write(folder / "damaged.jpg", damaged)
+    write(folder / "clean.jpg", clean)
+    out = tmp_path / "out"
+    ingest_folders({"day": str(folder)}, out, options=serial_options(workers=workers))
+    warnings = report(out)["warnings"]
+    assert [item["source"] for item in warnings] == [str(folder / "damaged.jpg")]
+    assert "Corrupt JPEG data" in warnings[0]["warning"]
+    assert len(manifest_by_source(out)) == 2, "the damaged image is still converted"
+    assert "Corrupt JPEG data" not in capfd.readouterr().out
