@@ -109,8 +109,6 @@ class Decoder(nn.Module):
 class Streams(dict):
     """Outputs of one generator pass, keyed by name (x_ab = G_b(E_a(x_a)), etc.)."""
 
-    __getattr__ = dict.__getitem__
-
 
 class UNITGenerator(nn.Module):
     """E1, E2, G1, G2 with the shared latent space; one forward computes every stream the losses need."""
@@ -143,9 +141,12 @@ class UNITGenerator(nn.Module):
     def forward(self, x_a: torch.Tensor, x_b: torch.Tensor, with_cycle: bool = True) -> Streams:
         """Reconstruction, translation and (optionally) cycle streams of eq. (2)-(8).
 
-        Same maths as running E/G per stream, with less work: both domains pass the
-        shared blocks as one batch (instance norm is per sample), and the shared
-        decoder blocks run once per code, not once per target domain.
+        Under instance norm (per sample) this is the same maths as running E/G per stream,
+        with less work: both domains pass the shared blocks as one batch, and the shared
+        decoder blocks run once per code, not once per target domain. Under batch norm
+        (the digits presets) the shared blocks and each decoder's own layers normalise over
+        the codes of both domains together: batch statistics mixed across domains, the
+        shared-latent-space assumption applied to the statistics too.
         """
         sizes = [len(x_a), len(x_b)]
         mu = self.enc_shared(torch.cat([self.enc_a.features(x_a), self.enc_b.features(x_b)]))

@@ -26,6 +26,11 @@ from unit_core.losses import discriminator_loss, generator_gan_loss, kl_loss, l1
 from unit_core.networks import UNITDiscriminators, UNITGenerator
 
 PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+#: The weight (a LossConfig field: the paper's lambda0..lambda4) of each generator term of eq. (2)-(8).
+TERM_WEIGHTS = {
+    "gan_a": "gan", "gan_b": "gan", "kl_a": "kl", "kl_b": "kl", "recon_a": "recon", "recon_b": "recon",
+    "kl_cycle_a": "kl_cycle", "kl_cycle_b": "kl_cycle", "cycle_a": "cycle", "cycle_b": "cycle",
+}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -200,7 +205,7 @@ class UNITTrainer:
         return {name: value.detach() for name, value in losses.items()}
 
     def generator_terms(self, x_a, x_b, streams, fake_a, fake_b) -> dict[str, torch.Tensor]:
-        """Unweighted terms of eq. (2)-(8); ``term_weight`` maps each name to its lambda."""
+        """Unweighted terms of eq. (2)-(8); TERM_WEIGHTS names each one's lambda."""
         mode = self.cfg.loss.gan_mode
         kl_a, kl_b = kl_loss(streams["mu_a"]), kl_loss(streams["mu_b"])
         terms = {
@@ -220,7 +225,7 @@ class UNITTrainer:
         return terms
 
     def term_weight(self, name: str) -> float:
-        return getattr(self.cfg.loss, name.rsplit("_", 1)[0])
+        return getattr(self.cfg.loss, TERM_WEIGHTS[name])
 
     # --------------------------------------------------------------- inference
     @torch.no_grad()
