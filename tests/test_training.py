@@ -18,10 +18,10 @@ from conftest import tiny_config
 from unit_core import checkpoint as checkpoint_module
 from unit_core.checkpoint import CheckpointError, load_checkpoint
 from unit_core.data import fixed_samples
-from unit_core.images import load_image
+from unit_core.images import load_image, save_grid
 from unit_core.losses import l1_loss
 from unit_core.trainer import UNITTrainer
-from unit_core.training import fit
+from unit_core.training import SAMPLE_HEADINGS, fit
 from unit_core.translate import Translator
 
 
@@ -244,3 +244,17 @@ def test_resume_survives_a_torn_last_log_line(street_root, tmp_path):
 def test_a_domain_with_a_handful_of_images_draws_a_warning(street_root, tmp_path):
     with pytest.warns(UserWarning, match=r"gta/train: only 5 training image\(s\) in domain 'gta'"):
         fit(tiny_config(street_root, tmp_path / "run", "train.max_steps=1"), progress=False)
+
+
+def test_grids_carry_headings_and_row_labels_around_unchanged_tiles(tmp_path):
+    rng = torch.Generator().manual_seed(0)
+    rows = [[torch.rand(3, 24, 24, generator=rng) * 2 - 1 for _ in range(4)] for _ in range(2)]
+    plain = np.asarray(Image.open(save_grid(rows, tmp_path / "plain.png")))
+    labelled = np.asarray(Image.open(save_grid(rows, tmp_path / "labelled.png", headings=SAMPLE_HEADINGS,
+                                               row_labels=["day > night", "night > day"])))
+    top, left = labelled.shape[0] - plain.shape[0], labelled.shape[1] - plain.shape[1]
+    assert top > 0 and left > 0
+    assert np.array_equal(labelled[top:, left:], plain), "the tiles themselves are untouched"
+    assert (labelled[:top, left:] < 128).any(), "headings are drawn above the columns"
+    assert (labelled[top:, :left] < 128).any(), "labels are drawn left of the rows"
+    assert not (labelled[:top, :left] < 128).any(), "the corner stays empty"

@@ -274,7 +274,10 @@ def evaluate(
                 metrics[f"{direction}/fid"] = frechet_distance(real, fake)
                 metrics[f"{direction}/kid"] = kernel_distance(real, fake)
         if rows:
-            report.append(save_grid(rows, out_dir / "report" / f"{direction}.png"))
+            source_name, target_name = domains[source], domains[target]
+            headings = [source_name, ("translation", "transl."), "cycle", (f"true {target_name}", "truth")]
+            report.append(save_grid(rows, out_dir / "report" / f"{direction}.png", headings=headings,
+                                    row_labels=[f"{source_name} > {target_name}"] * len(rows)))
 
     if classifier is not None:
         channels = translator.channels[classifier_domain]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from unit_core.scratch import atomic_write
 
@@ -90,21 +91,46 @@ def tensor_to_pil(tensor: torch.Tensor) -> Image.Image:
     return Image.fromarray(array[:, :, 0], "L") if array.shape[2] == 1 else Image.fromarray(array, "RGB")
 
 
-def save_grid(rows: list[list[torch.Tensor]], path: Path, gap: int = 2) -> Path:
-    """Save a grid of (C, H, W) tensors (rows of equal-size images) as one RGB PNG, atomically."""
+#: A column heading: one text, or (long, short) with the short one used where the long does not fit.
+Heading = str | tuple[str, str]
+_LABEL_PAD = 3
+
+
+def save_grid(rows: list[list[torch.Tensor]], path: Path, gap: int = 2, headings: Sequence[Heading] = (),
+              row_labels: Sequence[str] = ()) -> Path:
+    """Save a grid of (C, H, W) tensors (rows of equal-size images) as one RGB PNG, atomically.
+
+    ``headings`` label the columns (drawn above them), ``row_labels`` the rows (drawn at
+    their left), so a reader needs no code to know what each tile is.
+    """
     tiles = [[tensor_to_uint8(t) for t in row] for row in rows]
     height = max(tile.shape[0] for row in tiles for tile in row)
     width = max(tile.shape[1] for row in tiles for tile in row)
     columns = max(len(row) for row in tiles)
+    font = ImageFont.load_default()
+    text_height = font.getbbox("Ag")[3] if headings or row_labels else 0
+    top = text_height + 2 * _LABEL_PAD if headings else 0
+    left = max((font.getlength(label) for label in row_labels), default=0)
+    left = int(left) + 2 * _LABEL_PAD if row_labels else 0
     canvas = np.full(
-        (len(tiles) * (height + gap) - gap, columns * (width + gap) - gap, 3), 255, dtype=np.uint8
+        (top + len(tiles) * (height + gap) - gap, left + columns * (width + gap) - gap, 3), 255, dtype=np.uint8
     )
     for r, row in enumerate(tiles):
         for c, tile in enumerate(row):
             if tile.shape[2] == 1:
                 tile = np.repeat(tile, 3, axis=2)
-            y, x = r * (height + gap), c * (width + gap)
+            y, x = top + r * (height + gap), left + c * (width + gap)
             canvas[y : y + tile.shape[0], x : x + tile.shape[1]] = tile
+    image = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(image)
+    for c, heading in enumerate(headings[:columns]):
+        long, short = (heading, heading) if isinstance(heading, str) else heading
+        text = long if font.getlength(long) <= width + gap else short
+        x = left + c * (width + gap) + max(0, (width - font.getlength(text)) / 2)
+        draw.text((x, _LABEL_PAD), text, fill=(0, 0, 0), font=font)
+    for r, label in enumerate(row_labels[: len(tiles)]):
+        y = top + r * (height + gap) + max(0, (height - text_height) / 2)
+        draw.text((_LABEL_PAD, y), label, fill=(0, 0, 0), font=font)
     encoded = io.BytesIO()
-    Image.fromarray(canvas).save(encoded, format="PNG")
+    image.save(encoded, format="PNG")
     return atomic_write(path, encoded.getvalue())

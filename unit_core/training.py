@@ -41,6 +41,8 @@ from unit_core.scratch import atomic_write, remove_stale
 from unit_core.trainer import UNITTrainer, CompiledOrEager, resolve_device, set_deterministic
 
 
+#: Columns of the sample grids (UNITTrainer.sample_rows).
+SAMPLE_HEADINGS = ("input", ("reconstruction", "recon."), ("translation", "transl."), "cycle")
 #: Fewer training images than this in a domain draws a warning.
 FEW_IMAGES = 20
 
@@ -151,7 +153,10 @@ def save_training_state(trainer: UNITTrainer, paths: dict[str, Path], keep: int,
     checkpoint = atomic_torch_save(payload, paths["checkpoints"] / f"{name}.pt")
     link_or_copy_atomic(checkpoint, paths["latest"])
     _prune(paths["checkpoints"], keep)
-    grid = save_grid(trainer.sample_rows(*fixed), paths["samples"] / f"{name}.png")
+    data, count = trainer.cfg.data, len(fixed[0])
+    labels = [f"{data.domain_a} > {data.domain_b}"] * count + [f"{data.domain_b} > {data.domain_a}"] * len(fixed[1])
+    grid = save_grid(trainer.sample_rows(*fixed), paths["samples"] / f"{name}.png", headings=SAMPLE_HEADINGS,
+                     row_labels=labels)
     return checkpoint, grid
 
 
