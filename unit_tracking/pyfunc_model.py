@@ -41,7 +41,6 @@ DEFAULT_DIRECTION = "a2b"
 CHECKPOINT_ARTIFACT = "checkpoint"
 #: device the served model runs on; "auto" picks a GPU when there is one
 DEVICE_ENV = "UNIT_SERVE_DEVICE"
-PYTORCH_WHEEL_INDEX = "https://download.pytorch.org/whl"
 # Imported by unit_core / this module at serving time; pinned to the versions installed when logging.
 RUNTIME_DISTRIBUTIONS = ("mlflow", "numpy", "pillow", "pandas", "pydantic", "pyyaml")
 
@@ -113,19 +112,15 @@ def input_example() -> tuple[pd.DataFrame, dict[str, str]]:
 
 
 def pip_requirements() -> list[str]:
-    """Exact versions of what the model imports, with torch pinned to the installed build.
+    """Exact versions of what the model imports; torch by its version alone, whatever build trained it.
 
-    A bare ``torch`` (or ``torch==X`` without an index) resolves on Linux x86_64 PyPI to the
-    CUDA build, gigabytes of NVIDIA libraries on a CPU host. PyTorch's own wheels carry the
-    build in a local version label (``2.13.0+cpu``, ``2.13.0+cu126``) and are only on
-    PyTorch's index, so such a build is pinned exactly together with that index
-    (``--extra-index-url .../whl/cpu``): a CPU-trained model stays CPU-only wherever it is
-    installed. A torch without a label came from PyPI (the CUDA build on Linux, CPU on macOS
-    and Windows) and is pinned as such.
+    The weights run on any build of the same torch version, so the requirement names no
+    build: ``torch==2.13.0``, not the ``2.13.0+cpu`` of a CPU training machine, which only
+    PyTorch's CPU wheel index serves and which would give a GPU serving host a CPU build.
+    Installed from PyPI it is the CUDA build on Linux and the CPU build on macOS and Windows;
+    a host that wants another build installs it first (``--env-manager local`` serves with
+    the torch already installed). The version is the same as the training machine's, so the
+    pinned versions of the other packages stay consistent with it.
     """
-    version = torch.__version__
-    build = version.partition("+")[2]
-    requirements = [f"--extra-index-url {PYTORCH_WHEEL_INDEX}/{build}"] if build else []
-    requirements.append(f"torch=={version}")
-    requirements += [f"{name}=={metadata.version(name)}" for name in RUNTIME_DISTRIBUTIONS]
-    return requirements
+    public_version = torch.__version__.partition("+")[0]
+    return [f"torch=={public_version}", *(f"{name}=={metadata.version(name)}" for name in RUNTIME_DISTRIBUTIONS)]
