@@ -11,11 +11,22 @@ to S3 or MLflow are retried on failure.
 
 from __future__ import annotations
 
+import logging
 import os
+import time
+from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_image_artifact, create_link_artifact, create_markdown_artifact
+from prefect.artifacts import (
+    create_image_artifact,
+    create_link_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    update_progress_artifact,
+)
+from prefect.exceptions import MissingContextError
 
 from unit_core.config import UnitConfig, config_from_dict, load_config
 from unit_pipeline import stages
@@ -27,16 +38,63 @@ def _config(config: dict[str, Any]) -> UnitConfig:
     return config_from_dict(config, source="flow parameters")
 
 
+#: Share of the progress artifact reached when each stage is done (training fills its span step by step).
+PROGRESS = {"start": 0.0, "ingest": 10.0, "train": 90.0, "evaluate": 95.0, "register": 100.0}
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    try:
+        return get_run_logger()
+    except MissingContextError:  # a Ray worker: outside the flow run, Ray forwards its output
+        return logging.getLogger("unit.progress")
+
+
+class PrefectProgress:
+    """Training callback: a line per ``train.log_every`` in the flow run's log, and the progress artifact.
+
+    Picklable (Ray Train runs callbacks on rank 0 inside a worker).
+    """
+
+    def __init__(self, max_steps: int, artifact_id: UUID | None):
+        self.max_steps, self.artifact_id = max_steps, artifact_id
+        self.first: tuple[int, float] | None = None
+
+    def on_log(self, step: int, metrics: dict[str, float]) -> None:
+        now = time.monotonic()
+        if self.first is None:
+            self.first = (step - 1, now - 1.0 / max(metrics.get("pairs_per_sec", 1.0), 1e-9))
+        first_step, started = self.first
+        seconds_per_step = (now - started) / max(step - first_step, 1)
+        eta = (self.max_steps - step) * seconds_per_step
+        line = (f"step {step}/{self.max_steps}: G {metrics['gen/total']:.3f}, D {metrics['dis/total']:.3f}, "
+                f"recon {metrics['gen/recon_a']:.3f}/{metrics['gen/recon_b']:.3f}, "
+                f"{metrics['pairs_per_sec']:.2f} pairs/s, ETA {eta / 60:.1f} min")
+        _logger().info(line)
+        if self.artifact_id is not None:
+            span = PROGRESS["train"] - PROGRESS["ingest"]
+            update_progress_artifact(self.artifact_id, PROGRESS["ingest"] + span * step / self.max_steps, description=line)
+
+    def on_checkpoint(self, step: int, checkpoint: Path, grid: Path) -> None:
+        """Checkpoints show in the log lines' step count; nothing more to report."""
+
+
+def _advance(artifact_id: UUID | None, stage: str, description: str) -> None:
+    _logger().info(description)
+    if artifact_id is not None:
+        update_progress_artifact(artifact_id, PROGRESS[stage], description=description)
+
+
 @task(name="ingest", retries=2, retry_delay_seconds=10)
 def ingest_task(config: dict[str, Any]) -> dict[str, Any]:
     return stages.ingest(_config(config))
 
 
 @task(name="train", retries=1, retry_delay_seconds=10)
-def train_task(config: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+def train_task(config: dict[str, Any], data: dict[str, Any], progress_id: UUID | None = None) -> dict[str, Any]:
     # ``data`` (the ingested manifest's hash) is an input so the task graph shows the dependency.
+    cfg = _config(config)
     get_run_logger().info("training on %s (manifest %s)", data["data_root"], data["manifest_sha256"])
-    return stages.train(_config(config))
+    return stages.train(cfg, callbacks=(PrefectProgress(cfg.train.max_steps, progress_id),))
 
 
 @task(name="evaluate", retries=1, retry_delay_seconds=5)
@@ -80,8 +138,15 @@ def unit(preset: str = "street-scenes", overrides: list[str] | None = None) -> d
     """Run the whole pipeline for ``preset`` (presets/<preset>.yaml over params.yaml), with optional overrides."""
     cfg = load_config(PARAMS_FILE, overrides or [], preset=preset)
     config = cfg.to_dict()
+    progress_id = create_progress_artifact(PROGRESS["start"], key=f"{cfg.name.lower()}-progress",
+                                           description=f"{cfg.name}: ingesting {cfg.data.root}")
     data = ingest_task(config)
-    trained = train_task(config, data)
+    _advance(progress_id, "ingest", f"{cfg.name}: ingested {data['data_root']}; training {cfg.train.max_steps} steps")
+    trained = train_task(config, data, progress_id)
+    _advance(progress_id, "train", f"{cfg.name}: trained to step {trained['step']}; evaluating")
     evaluation = evaluate_task(config, trained)
+    _advance(progress_id, "evaluate", f"{cfg.name}: evaluated; registering in MLflow")
     registration = register_task(config, evaluation)
+    _advance(progress_id, "register", f"{cfg.name}: registered {registration['registered_model']} "
+                                      f"v{registration['version']}")
     return {"data": data, "trained": trained, "metrics": evaluation["metrics"], "registration": registration}

@@ -81,6 +81,12 @@ def test_street_scenes_deployment_trains_evaluates_and_registers(services):
     # artifacts went through the MLflow server into the local S3 store, as plain files
     assert list((work / ".services" / "s3" / "unit").rglob("a2b.png"))
     assert (work / "runs" / "street-scenes" / "checkpoints" / "latest.pt").is_file()
+    # Progress while it runs: a line per train.log_every in the flow run's log, and the progress artifact.
+    log = (work / ".services" / "logs" / "deployments.log").read_text()
+    assert "step 2/4: G " in log and "step 4/4: G " in log and "pairs/s, ETA" in log
+    inspected = subprocess.run([str(BIN / "prefect"), "artifact", "inspect", "street-scenes-progress"], env=env,
+                               capture_output=True, text=True, timeout=60)
+    assert inspected.returncode == 0 and "registered unit-street-scenes v1" in inspected.stdout, inspected.stdout
 
 
 def test_a_repeated_run_skips_the_finished_stages(services):

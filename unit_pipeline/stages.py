@@ -128,8 +128,11 @@ def _finished_checkpoint(cfg: UnitConfig) -> Path | None:
     return latest if payload["step"] >= cfg.train.max_steps else None
 
 
-def train(cfg: UnitConfig, track: bool = True, progress: bool = False) -> dict[str, Any]:
-    """Train (Ray Train when ``distributed.workers > 1``), resuming an unfinished run of the same settings."""
+def train(cfg: UnitConfig, track: bool = True, progress: bool = False, callbacks: tuple = ()) -> dict[str, Any]:
+    """Train (Ray Train when ``distributed.workers > 1``), resuming an unfinished run of the same settings.
+
+    ``callbacks``: more ``TrainingCallback`` objects (e.g. a progress reporter), beside MLflow's.
+    """
     from unit_distributed import DistributedError
     from unit_distributed import train as run_training
 
@@ -146,8 +149,8 @@ def train(cfg: UnitConfig, track: bool = True, progress: bool = False) -> dict[s
 
         errors += (TrackingError,)
     try:
-        with tracked_callbacks(cfg, track) as callbacks:
-            result = run_training(cfg, resume=resume, callbacks=callbacks, progress=progress)
+        with tracked_callbacks(cfg, track) as tracking:
+            result = run_training(cfg, resume=resume, callbacks=(*tracking, *callbacks), progress=progress)
     except errors as exc:
         raise StageError(f"preset {cfg.name}: training failed: {exc}") from None
     _write_plottable_log(run_folder(cfg))
