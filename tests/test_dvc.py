@@ -1,7 +1,7 @@
 """The DVC pipeline (dvc.yaml): its wiring to the presets, and ``dvc repro`` end to end.
 
-The end-to-end test runs the repository's dvc.yaml, params.yaml, .dvc/config, .dvcignore and
-.gitignore in a temporary git repository, with each preset of dvc.yaml replaced by a tiny
+The end-to-end test runs the repository's dvc.yaml, params.yaml, .dvc/config, its plot
+template, .dvcignore and .gitignore in a temporary git repository, with each preset of dvc.yaml replaced by a tiny
 version of itself (same data set kind and paths, 32 px, width 8, 4 steps) tracked in a
 sqlite file there.
 """
@@ -23,7 +23,7 @@ from unit_core.config import UnitConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the environment's dvc and unit
-COPIED = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config")
+COPIED = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/plots/terms.json")
 SECTIONS = set(UnitConfig.model_fields)
 
 
@@ -39,11 +39,14 @@ def test_dvc_yaml_matches_the_presets():
     spec = dvc_spec()
     presets = dvc_presets(spec)
     assert presets, "dvc.yaml runs no preset"
-    plotted = {path for entry in spec["plots"] for definition in entry.values() for path in definition["y"]}
+    curves = [entry for entry in spec["plots"] if isinstance(entry, dict)]
+    plotted = {path for entry in curves for definition in entry.values() for path in definition["y"]}
+    images = {entry for entry in spec["plots"] if isinstance(entry, str)}
     for name in presets:
         cfg = load_config(REPO / "params.yaml", preset=name)
         assert (cfg.data.root, cfg.train.out_dir) == (f"data/{name}", f"runs/{name}"), name
         assert f"runs/{name}/train_log.json" in plotted, name
+        assert {f"runs/{name}/evaluation/report", f"runs/{name}/samples"} <= images, name
     for stage, definition in spec["stages"].items():
         for entry in definition["do"]["params"]:
             sections = entry if isinstance(entry, str) else next(iter(entry.values()))
@@ -112,6 +115,7 @@ def test_dvc_repro_reruns_only_what_changed(tmp_path: Path):
     run("git", "init", "-q")
     dvc("init", "-q")
     for name in COPIED:
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(REPO / name, repo / name)
     presets = dvc_presets(dvc_spec())
     (repo / "presets").mkdir()
@@ -157,6 +161,12 @@ def test_dvc_repro_reruns_only_what_changed(tmp_path: Path):
         [plot] = plots["data"][f"Training losses, {name}"]
         steps = [point["step"] for point in plot["content"]["data"]["values"]]
         assert max(steps) == (5 if name == trained else 4)
+        # One colour per loss term (not one colour with dashes), one dash per revision.
+        assert plot["content"]["encoding"]["color"]["field"] == "field"
+        assert plot["content"]["encoding"]["strokeDash"]["field"] == "rev"
+        grids = {key for key, entries in plots["data"].items() if entries[0]["type"] == "image"}
+        assert f"runs/{name}/evaluation/report/a2b.png" in grids, sorted(grids)
+        assert any(key.startswith(f"runs/{name}/samples/step_") for key in grids), sorted(grids)
 
     # A forced rerun evaluates again: DVC removes the stage's reuse record with its outputs.
     assert ran_stages(dvc("repro", "--force", "--single-item", f"evaluate@{evaluated}")) == {f"evaluate@{evaluated}"}
