@@ -115,3 +115,25 @@ def test_templates_are_loaded_with_mirrors(animals: Path, tmp_path: Path) -> Non
     assert len(templates.images) == 6 and templates.names[1] == "cat_head.jpg (mirrored)"
     with pytest.raises(IngestError, match="template folder not found"):
         load_templates(tmp_path / "missing")
+
+
+def test_the_head_box_fixture_fits_its_real_images(shared_data: Path) -> None:
+    """tests/fixtures/animal_heads.csv: one row per real image, boxes inside the image, a disjoint split."""
+    import csv
+
+    from PIL import Image
+
+    rows = list(csv.DictReader((Path(__file__).parent / "fixtures" / "animal_heads.csv").open(encoding="utf-8")))
+    animals = shared_data / "animals"
+    listed = {(row["folder"], row["file"]) for row in rows}
+    on_disk = {(folder, path.name) for folder in ("imagenet_dev", "imagenet_samples") for path in (animals / folder).iterdir()}
+    assert listed == on_disk and len(rows) == 70
+    assert {row["split"] for row in rows} == {"development", "held_out"}
+    assert sum(row["split"] == "held_out" for row in rows) == 40
+    for row in rows:
+        if row["no_head"] == "1":
+            assert not row["x0"], row
+            continue
+        width, height = Image.open(animals / row["folder"] / row["file"]).size
+        x0, y0, x1, y1 = (int(row[key]) for key in ("x0", "y0", "x1", "y1"))
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height, row
