@@ -50,7 +50,6 @@ def atomic_torch_save(payload: Any, path: str | Path) -> Path:
     return path
 
 
-
 def link_or_copy_atomic(source: Path, target: Path) -> None:
     """Make ``target`` point at ``source``'s bytes (hard link when possible), atomically."""
     descriptor, temp = scratch_file(target.parent, f".{target.name}")

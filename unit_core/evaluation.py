@@ -41,7 +41,6 @@ import torch.nn.functional as F
 from PIL import Image
 
 from unit_core.config import UnitConfig
-from unit_core.scratch import atomic_write
 from unit_core.data import domain_folder, domain_images, labels_file, read_labels
 from unit_core.images import load_image, pil_to_tensor, save_grid, tensor_to_uint8
 from unit_core.inception import load_inception
@@ -53,6 +52,7 @@ from unit_core.metrics import (
     pixel_accuracy,
     psnr,
 )
+from unit_core.scratch import atomic_write
 from unit_core.translate import DIRECTIONS, SIZE_MULTIPLE, Translator, batches_by_size, translator_from_checkpoint
 
 MANIFEST_NAME = "manifest.jsonl"

@@ -48,9 +48,9 @@ import unit_core
 import unit_tracking
 from unit_core.checkpoint import atomic_torch_save, load_checkpoint, make_checkpoint, restore_weights, stored_config
 from unit_core.config import UnitConfig
-from unit_core.scratch import atomic_write
 from unit_core.evaluation import manifest_sha256
 from unit_core.networks import UNITGenerator
+from unit_core.scratch import atomic_write
 from unit_tracking import TrackingError, pyfunc_model
 
 CHAMPION = "champion"
