@@ -29,7 +29,7 @@ ZIP_MAGIC = b"PK\x03\x04"
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file is missing, truncated, foreign or unsafe; the message names the file."""
+    """A checkpoint file is missing, truncated, foreign or unsafe, or cannot be written; the message names the file."""
 
 
 def atomic_torch_save(payload: Any, path: str | Path) -> Path:
@@ -44,6 +44,14 @@ def atomic_torch_save(payload: Any, path: str | Path) -> Path:
             os.fsync(handle.fileno())
         os.chmod(temp_name, 0o666 & ~current_umask())  # mkstemp makes 0600; give the usual file mode
         os.replace(temp_name, path)
+    except (OSError, RuntimeError) as exc:  # a full disk, a quota, a file-size limit: earlier checkpoints stay as they were
+        Path(temp_name).unlink(missing_ok=True)
+        # torch.save reports a failed write as a RuntimeError of its zip writer, the OSError as its context.
+        cause = exc if isinstance(exc, OSError) else exc.__context__
+        if not isinstance(cause, OSError):
+            raise
+        raise CheckpointError(f"{path}: cannot write the checkpoint: {cause.strerror or cause}; the previous "
+                              f"checkpoints are intact, resume once there is room") from None
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import resource
 import signal
 import subprocess
 import sys
@@ -90,14 +91,37 @@ def interrupt_and_recover(root: Path, out: Path, delay: float, sig: int, referen
 
 def test_kill_9_of_training_at_random_moments_resumes_to_the_same_weights(uninterrupted, street_root, tmp_path):
     # Moments spread over start-up, training and checkpoint writes (a tiny run takes a few seconds).
-    moments = sorted(random.Random(20261201).uniform(2.0, 9.0) for _ in range(8))
+    moments = sorted(random.Random(20261201).uniform(2.0, 9.0) for _ in range(20))
     for index, delay in enumerate(moments):
         interrupt_and_recover(street_root, tmp_path / f"kill{index}", delay, signal.SIGKILL, uninterrupted)
 
 
 def test_sigint_of_training_resumes_to_the_same_weights(uninterrupted, street_root, tmp_path):
-    for index, delay in enumerate((3.0, 5.5)):
+    for index, delay in enumerate((2.5, 3.5, 4.5, 5.5, 7.0)):
         interrupt_and_recover(street_root, tmp_path / f"int{index}", delay, signal.SIGINT, uninterrupted)
+
+
+def test_a_full_disk_stops_training_cleanly_and_resume_completes(uninterrupted, street_root, tmp_path):
+    """A file-size limit (RLIMIT_FSIZE, what a full disk looks like to the writer) below a checkpoint's size."""
+    limit = uninterrupted.stat().st_size // 2
+
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    out = tmp_path / "full"
+    process = subprocess.Popen([sys.executable, "-m", "unit_cli", *train_args(street_root, out, resume=False)], cwd=REPO,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=small_files,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, err = process.communicate(timeout=600)
+    TALLY["faults"] += 1
+    assert process.returncode == 2 and "cannot write the checkpoint" in err and "Traceback" not in err, err
+    assert not debris(out), debris(out)
+    resume = (out / "checkpoints" / "latest.pt").exists()
+    result = finish(unit_process(*train_args(street_root, out, resume=resume)))
+    assert result.returncode == 0, result.stderr
+    assert load_checkpoint(out / "checkpoints" / "latest.pt")["step"] == STEPS and not debris(out)
+    TALLY["recovered"] += 1
 
 
 def test_stale_scratch_of_dead_processes_is_removed_and_live_ones_kept(street_root, tmp_path):
