@@ -185,7 +185,8 @@ def test_unpaired_split_has_no_paired_metrics_and_says_so(checkpoint, shared_dat
     assert "a2b/pixel_accuracy" not in result.metrics and "b2a/pixel_accuracy" not in result.metrics
     assert {"a2b/recon_l1", "a2b/cycle_l1", "b2a/recon_l1", "b2a/cycle_l1"} <= set(result.metrics)
     assert any(note.startswith("a2b: paired metrics skipped") for note in result.notes)
-    assert Image.open(tmp_path / "out" / "report" / "a2b.png").size == (3 * 40 + 2 * 2, 2 * 44 + 2)
+    width, height = Image.open(tmp_path / "out" / "report" / "a2b.png").size  # 3 tiles a row, 2 rows, with headings
+    assert width > 3 * 40 + 2 * 2 and height > 2 * 44 + 2
 
 
 def test_pairs_of_different_shapes_are_named(checkpoint, shared_data, tmp_path):
@@ -296,7 +297,8 @@ def test_unit_evaluate_command_writes_metrics_and_names_bad_input(checkpoint, sh
     assert 0.0 <= metrics["a2b/pixel_accuracy"] <= 1.0 and metrics["b2a/psnr"] > 0
     assert "fid/kid skipped" in result.stdout
     # 256x256 pairs at the model's scale (40): 3 rows of 4 tiles
-    assert Image.open(tmp_path / "out" / "report" / "b2a.png").size == (4 * 40 + 6, 3 * 40 + 4)
+    width, height = Image.open(tmp_path / "out" / "report" / "b2a.png").size  # plus headings and row labels
+    assert width > 4 * 40 + 6 and height > 3 * 40 + 4
 
     missing = subprocess.run([*command, "--data", str(tmp_path / "nothing"), *sets], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and f"{tmp_path / 'nothing'}: no folder for domain 'edges'" in missing.stderr

@@ -115,7 +115,7 @@ def test_crash_while_saving_keeps_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(checkpoint_module.torch, "save", crash)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match=f"{target}: cannot write the checkpoint: disk full; the previous"):
         checkpoint_module.atomic_torch_save({"value": torch.zeros(3)}, target)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]
