@@ -1,7 +1,7 @@
 """``unit ingest <kind> ...``: one subcommand per source kind, each a thin wrapper over a function.
 
 Registered by ``unit_cli.main`` through :func:`register`. Input problems (:class:`IngestError`)
-are re-raised as ``unit_cli.errors.UserError``: printed without a traceback, exit status 2.
+are re-raised as ``unit_core.errors.UserError``: printed without a traceback, exit status 2.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def options_from(args: argparse.Namespace) -> IngestOptions:
 def _command(handler: Handler) -> Callable[[argparse.Namespace], int]:
     @wraps(handler)
     def run(args: argparse.Namespace) -> int:
-        from unit_cli.errors import UserError
+        from unit_core.errors import UserError
 
         try:
             summary = handler(args)
@@ -196,6 +196,13 @@ def _pairs(args: argparse.Namespace) -> IngestSummary:
         size=args.size,
         options=options_from(args),
     )
+
+
+def ingest_parser() -> argparse.ArgumentParser:
+    """``unit ingest`` alone, for callers below the command line (the pipeline's ingest stage)."""
+    parser = argparse.ArgumentParser(prog="unit")
+    register(parser.add_subparsers(dest="command", required=True))
+    return parser
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

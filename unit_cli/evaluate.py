@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from contextlib import nullcontext
 
-    from unit_cli.errors import UserError
+    from unit_core.errors import UserError
     from unit_core.adaptation import classifier_from_checkpoint
     from unit_core.evaluation import evaluate, load_for_evaluation, training_scale
 

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from unit_cli.errors import UserError
+from unit_core.errors import UserError
 from unit_core.config import ConfigError
 
 # subcommand -> module with ``register(subparsers)``; each registered parser sets ``func``.

@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unit_cli.errors import UserError
+    from unit_core.errors import UserError
     from unit_core.checkpoint import CheckpointError
     from unit_tracking.mlflow_store import TrackingError, register_model
 

@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unit_cli.errors import UserError
+    from unit_core.errors import UserError
     from unit_pipeline.stages import StageError, run_stage
 
     cfg = load_settings(args)

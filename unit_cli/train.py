@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unit_cli.errors import UserError
+    from unit_core.errors import UserError
     from unit_core.checkpoint import CheckpointError
     from unit_distributed import DistributedError, train
     from unit_pipeline.stages import tracked_callbacks

@@ -43,7 +43,7 @@ def collect_inputs(inputs: list[Path], problems: list[str]) -> list[tuple[Path, 
     What cannot be translated (a missing input, a broken link or link loop, a file that is
     not an image) is added to ``problems`` and left out; it never stops the other inputs.
     """
-    from unit_cli.errors import UserError
+    from unit_core.errors import UserError
 
     pairs = []
     for item in inputs:
@@ -74,7 +74,7 @@ def check_targets(pairs: list[tuple[Path, Path]], out: Path, overwrite: bool) ->
     What this command writes is listed in ``<out>/.unit-translate-outputs`` before any image
     is written, so a later run into the same folder may replace those files again.
     """
-    from unit_cli.errors import UserError
+    from unit_core.errors import UserError
 
     inputs = {source.resolve() for source, _ in pairs}
     over_inputs = [(out / relative, source) for source, relative in pairs if (out / relative).resolve() in inputs]
@@ -106,7 +106,7 @@ def read_images(pairs: list[tuple[Path, Path]], failures: list[str]) -> Iterator
 
 def translator_of_model(model_uri: str, tracking_uri: str, device: str):
     """The translator of a logged model: its weights are downloaded and read as a checkpoint, no model code runs."""
-    from unit_cli.errors import UserError
+    from unit_core.errors import UserError
     from unit_core.translate import Translator
     from unit_tracking.mlflow_store import TrackingError, downloaded_checkpoint
 
@@ -118,7 +118,7 @@ def translator_of_model(model_uri: str, tracking_uri: str, device: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from unit_cli.errors import UserError
+    from unit_core.errors import UserError
     from unit_core.checkpoint import CheckpointError
     from unit_core.translate import Translator, batches_by_size
 

@@ -70,8 +70,8 @@ def ingest(cfg: UnitConfig) -> dict[str, Any]:
     Generated (demo) data sets are a pure function of their arguments and are not redone;
     other sources are read again, and the ingestion itself skips unchanged files by hash.
     """
-    from unit_cli.errors import UserError
-    from unit_cli.main import build_parser
+    from preprocessing.cli import ingest_parser
+    from unit_core.errors import UserError
     from unit_core.evaluation import manifest_sha256
 
     stamp = Path(cfg.data.root) / ".stage-ingest.json"
@@ -80,7 +80,7 @@ def ingest(cfg: UnitConfig) -> dict[str, Any]:
         return reused
     argv = ["ingest", cfg.ingest.kind, *cfg.ingest.args, "--out", cfg.data.root]
     try:
-        args = build_parser().parse_args(argv)
+        args = ingest_parser().parse_args(argv)
     except SystemExit:
         raise StageError(f"preset {cfg.name}: ingest.args are not valid for 'unit ingest {cfg.ingest.kind}': {argv[2:-2]}") from None
     try:
