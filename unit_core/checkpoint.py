@@ -4,7 +4,7 @@ Files are written atomically (temporary file in the same folder, fsync, rename),
 crash while saving leaves the previous checkpoint intact. Loading uses
 ``torch.load(weights_only=True)``: tensors and plain containers only, never arbitrary
 objects, so a malicious file cannot run code. Every command reads networks through
-:func:`load_networks` / :func:`restore_weights`, so a checkpoint whose weights do not fit
+:func:`load_generator` / :func:`restore_weights`, so a checkpoint whose weights do not fit
 its stored configuration gets one short message naming the file, wherever it is read.
 """
 
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from unit_core.config import UnitConfig, config_from_dict
-from unit_core.networks import UNITDiscriminators, UNITGenerator
+from unit_core.networks import UNITGenerator
 from unit_core.scratch import current_umask, scratch_file
 
 FORMAT = "unit-checkpoint"
@@ -150,14 +150,10 @@ def restore_weights(module: nn.Module, payload: dict[str, Any], name: str, path:
     module.load_state_dict(state)
 
 
-def load_networks(path: str | Path, names: tuple[str, ...] = ("gen",)) -> tuple[UnitConfig, dict[str, nn.Module]]:
-    """The stored configuration and the named networks ("gen", "dis") of a checkpoint, on the CPU, in eval mode."""
+def load_generator(path: str | Path) -> tuple[UnitConfig, UNITGenerator]:
+    """The stored configuration and the generator (E1, E2, G1, G2) of a checkpoint, on the CPU, in eval mode."""
     payload = load_checkpoint(path, map_location="cpu")
     cfg = stored_config(payload, path)
-    builders = {"gen": UNITGenerator, "dis": UNITDiscriminators}
-    networks = {}
-    for name in names:
-        networks[name] = builders[name](cfg.model)
-        restore_weights(networks[name], payload, name, path)
-        networks[name].eval()
-    return cfg, networks
+    generator = UNITGenerator(cfg.model)
+    restore_weights(generator, payload, "gen", path)
+    return cfg, generator.eval()

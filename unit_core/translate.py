@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from unit_core.checkpoint import load_networks
+from unit_core.checkpoint import load_generator
 from unit_core.config import UnitConfig
 from unit_core.images import pil_to_tensor, tensor_to_pil, to_mode
 from unit_core.networks import UNITGenerator
@@ -59,9 +59,9 @@ class Translator:
 
 def translator_from_checkpoint(path: str | Path, device: str = "auto") -> tuple[Translator, UnitConfig]:
     """The translator of a checkpoint and the configuration it was trained with (one file read)."""
-    cfg, networks = load_networks(path, ("gen",))
+    cfg, generator = load_generator(path)
     channels = {"a": cfg.model.channels_a, "b": cfg.model.channels_b}
-    return Translator(networks["gen"], channels, resolve_device(device)), cfg
+    return Translator(generator, channels, resolve_device(device)), cfg
 
 
 def batches_by_size(images: Iterable[tuple[Path, Image.Image]], batch_size: int) -> Iterator[list[tuple[Path, Image.Image]]]:
