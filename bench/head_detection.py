@@ -1,26 +1,46 @@
 """Score the head detector of `unit ingest animals` against hand-drawn head boxes (tests/fixtures/animal_heads.csv).
 
-A detection is accepted when its match score reaches the threshold; an accepted detection is
-right when its head box overlaps the true box with IoU >= 0.5. Precision: right / accepted.
-Recall: right / images that show a head. Also the precision/recall at every threshold seen,
-and milliseconds per image (one thread).
+A detection is accepted when its score reaches the threshold; an accepted detection is right
+when its head box overlaps the true box with IoU >= 0.5. Precision: right / accepted. Recall:
+right / images that show a head. Milliseconds per image: detection alone, one thread.
 
-    python bench/head_detection.py --templates ../shared/data/animals/templates --split held_out
+The threshold is calibrated on the development rows only: each development photo is scored
+with the templates of the other photos (its own crop left out), and the chosen threshold is
+the lowest one whose development precision reaches --precision. When none does, it is set
+just above every development score: precision comes first, so nothing the development set
+cannot vouch for is accepted.
+
+    python bench/head_detection.py                                   # held-out scores, shipped templates
+    python bench/head_detection.py --cut-templates templates/heads   # rebuild the templates from the development rows
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import math
 import time
 from pathlib import Path
 
 import cv2
 
-from preprocessing.animals import DEFAULT_THRESHOLD, find_head, load_templates
-from preprocessing.images import decode_image
+from preprocessing.head_detector import (
+    DEFAULT_TEMPLATES,
+    DEFAULT_THRESHOLD,
+    TEMPLATE_CONTEXT,
+    TemplateBank,
+    detect_heads,
+    load_template_bank,
+    matched_kinds,
+    measure_background,
+    save_background,
+)
+from preprocessing.images import decode_image, resize
+from preprocessing.output import encode_image
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "animal_heads.csv"
+TEMPLATE_SIDE = 96
+IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "animals"
 
 
 def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
@@ -31,43 +51,104 @@ def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
     return inter / union if union else 0.0
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--templates", type=Path, required=True)
-    parser.add_argument("--images", type=Path, default=Path("../shared/data/animals"), help="folder holding imagenet_dev/ etc.")
-    parser.add_argument("--labels", type=Path, default=FIXTURE)
-    parser.add_argument("--split", default="held_out", help="development, held_out or all")
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
-    args = parser.parse_args()
-    cv2.setNumThreads(1)
-    templates = load_templates(args.templates)
-    rows = [row for row in csv.DictReader(args.labels.open(encoding="utf-8")) if args.split in ("all", row["split"])]
-    results = []  # (score, right, has_head)
-    seconds = 0.0
+def true_box(row: dict[str, str]) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = (int(row[key]) for key in ("x0", "y0", "x1", "y1"))
+    return x0, y0, x1, y1
+
+
+def cut_templates(rows: list[dict[str, str]], images: Path, out: Path) -> None:
+    """A template per development head (box plus TEMPLATE_CONTEXT, edges replicated) and the background statistics."""
+    development = [row for row in rows if row["split"] == "development"]
+    photos = {row["file"]: decode_image((images / row["folder"] / row["file"]).read_bytes()) for row in development}
+    for row in development:
+        if row["no_head"] == "1":
+            continue
+        x0, y0, x1, y1 = true_box(row)
+        pad_x, pad_y = round((x1 - x0) * TEMPLATE_CONTEXT), round((y1 - y0) * TEMPLATE_CONTEXT)
+        padded = cv2.copyMakeBorder(photos[row["file"]], pad_y, pad_y, pad_x, pad_x, cv2.BORDER_REPLICATE)
+        crop = padded[y0 : y1 + 2 * pad_y, x0 : x1 + 2 * pad_x]
+        # The features use about 40 pixels a side; TEMPLATE_SIDE keeps the files small and viewable.
+        shrink = min(1.0, TEMPLATE_SIDE / max(crop.shape[:2]))
+        crop = resize(crop, round(crop.shape[1] * shrink), round(crop.shape[0] * shrink))
+        folder = out / row["kind"]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{Path(row['file']).stem}.png").write_bytes(encode_image(crop, "png"))
+    save_background(measure_background(photos.values()), out / "background.npz")
+    print(f"{out}: {sum(row['no_head'] == '0' for row in development)} templates and background.npz from the development rows")
+
+
+def score(rows: list[dict[str, str]], images: Path, bank: TemplateBank) -> tuple[list[tuple[float, bool, bool]], float]:
+    """(score, right, has_head) per row and ms/image; development rows leave their own template out."""
+    results, seconds = [], 0.0
     for row in rows:
-        image = decode_image((args.images / row["folder"] / row["file"]).read_bytes())
+        image = decode_image((images / row["folder"] / row["file"]).read_bytes())
+        own = Path(row["file"]).stem if row["split"] == "development" else None
+        matcher = bank.matcher(matched_kinds(row["kind"]), exclude=own)
         started = time.perf_counter()
-        match = find_head(image, templates)
+        best = detect_heads(image, matcher)[0]
         seconds += time.perf_counter() - started
         has_head = row["no_head"] == "0"
-        right = has_head and iou((match.x, match.y, match.x + match.side, match.y + match.side),
-                                 tuple(int(row[key]) for key in ("x0", "y0", "x1", "y1"))) >= 0.5
-        results.append((match.prominence, right, has_head))
+        results.append((best.score, has_head and iou(best.box, true_box(row)) >= 0.5, has_head))
+    return results, 1000 * seconds / max(1, len(rows))
+
+
+def at(results: list[tuple[float, bool, bool]], threshold: float) -> tuple[int, int]:
+    accepted = [right for value, right, _ in results if value >= threshold]
+    return len(accepted), sum(accepted)
+
+
+def calibrate(results: list[tuple[float, bool, bool]], precision: float) -> float:
+    for threshold in sorted({value for value, _, _ in results}):
+        accepted, right = at(results, threshold)
+        if right / accepted >= precision:
+            return threshold
+    return math.floor(max(value for value, _, _ in results) * 100 + 1) / 100
+
+
+def describe(name: str, results: list[tuple[float, bool, bool]], threshold: float) -> str:
     heads = sum(has_head for _, _, has_head in results)
+    accepted, right = at(results, threshold)
+    precision = f"{right / accepted:.3f}" if accepted else "n/a (nothing accepted)"
+    return f"{name}: threshold {threshold}: accepted {accepted}, right {right}, precision {precision}, recall {right / heads:.3f} ({right}/{heads})"
 
-    def at(threshold: float) -> tuple[int, int]:
-        accepted = [right for score, right, _ in results if score >= threshold]
-        return len(accepted), sum(accepted)
 
-    accepted, right = at(args.threshold)
-    print(f"images {len(rows)} ({args.split}), with a head {heads}, templates {len(templates.names)}")
-    print(f"threshold {args.threshold}: accepted {accepted}, right {right}, "
-          f"precision {right / accepted if accepted else float('nan'):.3f}, recall {right / heads if heads else float('nan'):.3f}")
-    print(f"ms/image {1000 * seconds / len(rows):.1f} (one thread)")
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--templates", type=Path, default=DEFAULT_TEMPLATES)
+    parser.add_argument("--images", type=Path, default=IMAGES, help="folder holding imagenet_dev/ and imagenet_samples/")
+    parser.add_argument("--labels", type=Path, default=FIXTURE)
+    parser.add_argument("--split", default="held_out", help="development, held_out or all (default held_out)")
+    parser.add_argument("--precision", type=float, default=0.9, help="development precision the threshold must reach")
+    parser.add_argument("--threshold", type=float, help="score this threshold instead of the calibrated one")
+    parser.add_argument("--cut-templates", type=Path, metavar="DIR", help="write templates from the development rows to DIR first")
+    args = parser.parse_args()
+    cv2.setNumThreads(1)
+    with args.labels.open(encoding="utf-8") as labels:
+        rows = list(csv.DictReader(labels))
+    if args.cut_templates:
+        cut_templates(rows, args.images, args.cut_templates)
+        args.templates = args.cut_templates
+    bank = load_template_bank(args.templates)
+    development, development_ms = score([row for row in rows if row["split"] == "development"], args.images, bank)
+    calibrated = calibrate(development, args.precision)
+    print(f"templates {args.templates}: {len(bank.templates)} ({', '.join(sorted(bank.kinds()))}); ingest default threshold {DEFAULT_THRESHOLD}")
+    print("development (each photo without its own template), precision/recall over thresholds:")
     print("threshold  accepted  right  precision  recall")
-    for threshold in sorted({score for score, _, _ in results}, reverse=True):
-        accepted, right = at(threshold)
+    heads = sum(has_head for _, _, has_head in development)
+    for threshold in sorted({value for value, _, _ in development}, reverse=True):
+        accepted, right = at(development, threshold)
         print(f"{threshold:9.3f}  {accepted:8d}  {right:5d}  {right / accepted:9.3f}  {right / heads:6.3f}")
+    print(f"chosen threshold {calibrated}: the lowest with development precision >= {args.precision}, "
+          "else just above every development score")
+    threshold = calibrated if args.threshold is None else args.threshold
+    print(describe("development", development, threshold) + f", ms/image {development_ms:.1f}")
+    if args.split != "development":
+        scored = [row for row in rows if args.split in ("all", row["split"])]
+        results, ms = score(scored, args.images, bank)
+        print(describe(args.split, results, threshold) + f", ms/image {ms:.1f} (one thread)")
+        ranked = sorted(results, key=lambda item: -item[0])
+        print(f"{args.split}, best-scored first: " + " ".join(f"{value:.2f}{'+' if right else '-'}" for value, right, _ in ranked))
+        print(f"{args.split}: right top candidates at any threshold {sum(right for _, right, _ in results)}/{sum(h for _, _, h in results)}")
     return 0
 
 
