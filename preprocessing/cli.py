@@ -11,7 +11,7 @@ from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
 
-from preprocessing.animals import DEFAULT_MARGIN, DEFAULT_SCALES, DEFAULT_THRESHOLD, PRESETS, ingest_animals, parse_classes
+from preprocessing.animals import DEFAULT_MARGIN, PRESET_CLASSES, PRESETS, ingest_animals, parse_classes
 from preprocessing.archives import ArchiveLimits
 from preprocessing.celeba import DEFAULT_SIZE as CELEBA_SIZE
 from preprocessing.celeba import PAPER_ATTRIBUTES, ingest_celeba
@@ -20,6 +20,7 @@ from preprocessing.demo import add_demo_commands
 from preprocessing.digits import ingest_digits
 from preprocessing.errors import IngestError
 from preprocessing.folders import STREET_SIZE, ingest_cyclegan, ingest_folders, ingest_street
+from preprocessing.head_detector import DEFAULT_TEMPLATES, DEFAULT_THRESHOLD
 from preprocessing.images import DEFAULT_MAX_PIXELS
 from preprocessing.pairs import ingest_pairs
 from preprocessing.pipeline import IngestOptions, IngestSummary, default_workers
@@ -69,13 +70,6 @@ def _usps_pad(text: str) -> int | None:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"expected a number of pixels (0 or more) or 'auto', got {text!r}")
     return int(text)
-
-
-def _scales(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(item) for item in text.split(",") if item.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0.2,0.4,0.8, got {text!r}") from None
 
 
 def _common_options() -> argparse.ArgumentParser:
@@ -172,9 +166,11 @@ def _animals(args: argparse.Namespace) -> IngestSummary:
         size=args.size,
         margin=args.margin,
         threshold=args.threshold,
-        scales=args.scales,
         min_crop=args.min_crop,
         test_fraction=args.test_fraction,
+        boxes=args.boxes,
+        drop=args.drop,
+        min_images=args.min_images,
         options=options_from(args),
     )
 
@@ -255,17 +251,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     parser = add("animals", _animals, "ImageNet dog breeds / cat species: head crops by template matching")
     parser.add_argument("location", help="ImageNet-layout folder (n02110185/... or n02110185_*.JPEG), archive or s3:// prefix")
-    parser.add_argument("--templates", required=True, type=Path, help="folder of head template images")
+    parser.add_argument(
+        "--templates", type=Path, default=DEFAULT_TEMPLATES,
+        help="folder of head templates: dog/, cat/, big_cat/ crops and background.npz (default: the shipped templates/heads)",
+    )
     parser.add_argument(
         "--class", dest="classes", action="append", required=True, metavar="SPEC",
-        help=f"preset ({', '.join(PRESETS)}), a WordNet ID, or name=wnid[,wnid...]; repeat",
+        help=f"preset ({', '.join(PRESETS)}), preset class ({', '.join(PRESET_CLASSES)}), a WordNet ID, "
+        "or name=wnid[,wnid...]; repeat",
     )
     parser.add_argument("--size", type=_positive, default=128, help="side of the square head crop (default 128)")
     parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN, help=f"share of the head box added per side (default {DEFAULT_MARGIN})")
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help=f"minimum match score (default {DEFAULT_THRESHOLD})")
-    parser.add_argument("--scales", type=_scales, default=DEFAULT_SCALES, help="template sides as fractions of the shorter image side")
+    parser.add_argument(
+        "--threshold", type=float, default=DEFAULT_THRESHOLD,
+        help=f"minimum match score, in background standard deviations (default {DEFAULT_THRESHOLD}, from bench/head_detection.py)",
+    )
     parser.add_argument("--min-crop", type=_positive, help="smallest crop side accepted, in source pixels (default size/2)")
     parser.add_argument("--test-fraction", type=_fraction, default=0.0, help="share of each class put in test, by content hash")
+    parser.add_argument("--boxes", type=Path, help="CSV file,x0,y0,x1,y1 of head boxes that replace detection for the listed files")
+    parser.add_argument("--drop", type=Path, help="text file of file names to leave out, one per line")
+    parser.add_argument("--min-images", type=_positive, default=1, help="fewest training images a class may get (default 1)")
 
     parser = add("digits", _digits, "MNIST (idx files) and/or USPS (HDF5) for domain adaptation, labels kept")
     parser.add_argument("--mnist", type=Path, help="folder with train-images-idx3-ubyte[.gz] etc.")

@@ -56,10 +56,19 @@ def test_celeba(capsys: pytest.CaptureFixture[str], shared_data: Path, tmp_path:
 
 
 def test_animals(capsys: pytest.CaptureFixture[str], shared_data: Path, tmp_path: Path) -> None:
-    animals = shared_data / "animals"
-    status, out, _ = run(capsys, "animals", str(animals / "imagenet_samples"), "--templates", str(animals / "templates"),
-                         "--class", "dogs", "--size", "64", "--out", str(tmp_path / "ds"))
-    assert status == 0 and "german_shepherd: 1 train" in out and "1 rejected" in out
+    samples = str(shared_data / "animals" / "imagenet_samples")
+    boxes = str(Path(__file__).parent / "fixtures" / "animal_heads.csv")
+    drop = tmp_path / "drop.txt"
+    drop.write_text("n02111889_Samoyed.JPEG\n", encoding="utf-8")
+    status, _, err = run(capsys, "animals", samples, "--class", "siberian_husky", "--class", "samoyed", "--class", "pembroke_corgi",
+                         "--drop", str(drop), "--threshold", "99", "--boxes", boxes, "--size", "64", "--out", str(tmp_path / "ds"))
+    # The Samoyed was dropped, so its class is short: an error naming it, with the rejections counted.
+    assert status == 2 and "'samoyed' has 0; nothing was written. Rejections: dropped 1;" in err
+    status, out, _ = run(capsys, "animals", samples, "--class", "siberian_husky", "--class", "pembroke_corgi", "--boxes", boxes,
+                         "--size", "64", "--out", str(tmp_path / "ds"))
+    assert status == 0 and "pembroke_corgi: 1 train; siberian_husky: 1 train" in out
+    assert f"accepted 2; rejected: none; contact sheet {tmp_path / 'ds' / 'review.png'}" in out
+    assert "67 name(s) in --boxes match no input file" in out
 
 
 def test_digits(capsys: pytest.CaptureFixture[str], shared_data: Path, tmp_path: Path) -> None:
