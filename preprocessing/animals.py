@@ -183,9 +183,9 @@ def wnid_of(relative: str) -> str | None:
     return match.group(1) if match else None
 
 
-def kind_of_class(wnids: Sequence[str]) -> str | None:
-    """The head kind shared by a class's synsets (dog, cat, big_cat); None when mixed or unknown: all templates."""
-    kinds = {kind_of_wnid(wnid) for wnid in wnids}
+def template_kinds(wnids: Sequence[str]) -> tuple[str, ...] | None:
+    """Template kinds for a class's synsets (see ``matched_kinds``); None when mixed or unknown: all templates."""
+    kinds = {matched_kinds(kind_of_wnid(wnid)) for wnid in wnids}
     return kinds.pop() if len(kinds) == 1 else None
 
 
@@ -330,7 +330,7 @@ def ingest_animals(
     manual = read_boxes(boxes) if boxes is not None else {}
     dropped = read_drop_list(drop) if drop is not None else set()
     owner = {wnid: domain for domain, wnids in classes.items() for wnid in wnids}
-    matchers = {domain: bank.matcher(matched_kinds(kind_of_class(wnids))) for domain, wnids in classes.items()}
+    matchers = {domain: bank.matcher(template_kinds(wnids)) for domain, wnids in classes.items()}
     min_crop = size // 2 if min_crop is None else min_crop
     settings = {"size": size, "margin": margin, "threshold": threshold, "min_crop": min_crop}
     recipe_base = {"transform": "head_crop", "templates": list(bank.sha256), "image_format": options.image_format, **settings}

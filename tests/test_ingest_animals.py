@@ -25,6 +25,7 @@ from preprocessing.animals import (
     ingest_animals,
     parse_classes,
     read_boxes,
+    template_kinds,
     wnid_of,
 )
 from preprocessing.errors import IngestError
@@ -108,6 +109,12 @@ def test_preset_domains_are_the_ingest_class_names(preset: str) -> None:
     args = config["ingest"]["args"]
     classes = parse_classes([args[index + 1] for index, arg in enumerate(args) if arg == "--class"])
     assert {config["data"]["domain_a"], config["data"]["domain_b"]} <= set(classes)
+
+
+def test_classes_are_matched_with_their_kind_of_templates() -> None:
+    assert template_kinds(DOG_PRESET["samoyed"]) == ("dog",)
+    assert template_kinds(("n02123045", "n02129604")) == ("cat", "big_cat"), "house cats and big cats share their templates"
+    assert template_kinds(("n02110185", "n02129604")) is None and template_kinds(("n01440764",)) is None
 
 
 def test_wnid_from_imagenet_layouts() -> None:

@@ -11,7 +11,10 @@ distributed run also keeps its last ``train.keep_checkpoints`` checkpoints in
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,9 +43,16 @@ if TYPE_CHECKING:
 
 # Settings for a Ray instance this process starts itself (a cluster named by RAY_ADDRESS has its own).
 LOCAL_RAY_ENVIRONMENT = {
-    "RAY_AUTH_MODE": "disabled",  # nothing but this machine's own processes can reach it
+    # Ray's single-machine mode (its default on macOS and Windows): the node's address is the
+    # loopback address, so the GCS, raylet, workers and agents listen on it alone. Passing
+    # ray.init(_node_ip_address="127.0.0.1") is not enough: Ray swaps a loopback address for
+    # the machine's own, and its servers then listen on every interface.
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    # Every connection to the instance must carry its token, even from this machine.
+    "RAY_AUTH_MODE": "token",
     "RAY_USAGE_STATS_ENABLED": "0",
 }
+AUTH_TOKEN_SOURCES = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 
 
 @dataclass
@@ -91,15 +101,9 @@ def train_distributed(
         for domain in (cfg.data.domain_a, cfg.data.domain_b):
             domain_images(cfg.data.root, domain, "train")
 
-    started_ray = _connect_ray(cfg.distributed)
-    try:
+    with _ray_for_run(cfg.distributed) as on_local_instance:
         initial = _initial_checkpoint(cfg, storage, resume)
-        result = _run_trainer(cfg, storage, initial, callbacks, progress)
-    finally:
-        if started_ray:
-            import ray
-
-            ray.shutdown()
+        result = _run_trainer(cfg, storage, initial, callbacks, progress, on_local_instance)
     return _bring_home(cfg, storage, result)
 
 
@@ -131,21 +135,99 @@ def _starts_local_ray() -> bool:
     return not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
 
 
-def _connect_ray(settings: DistributedConfig) -> bool:
-    """Join the cluster at RAY_ADDRESS or start a local Ray instance; True if this call started one."""
+@contextmanager
+def _ray_for_run(settings: DistributedConfig) -> Iterator[bool]:
+    """Ray for one run: the instance this process is already connected to, the cluster at
+    RAY_ADDRESS (on that cluster's own network and authentication settings), or a local
+    instance started for the run and stopped after it. Yields True for the last."""
     import ray
 
     if ray.is_initialized():
-        return False
-    if os.environ.get("RAY_ADDRESS"):
+        yield False
+    elif os.environ.get("RAY_ADDRESS"):
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray.init()
-        return False
-    for name, value in LOCAL_RAY_ENVIRONMENT.items():
-        os.environ.setdefault(name, value)
-    ray.init(object_store_memory=settings.object_store_memory_mb * 2**20, include_dashboard=False)
-    _check_local_resources(settings)
-    return True
+        yield False
+    else:
+        with local_ray_instance(settings):
+            yield True
+
+
+@contextmanager
+def local_ray_instance(settings: DistributedConfig) -> Iterator[None]:
+    """Ray on this machine for the duration of the block: loopback only, token authentication on.
+
+    The token is ``RAY_AUTH_TOKEN`` or the file at ``RAY_AUTH_TOKEN_PATH`` if either is set,
+    else a new random one that lives only in the environment of this process and of the Ray
+    processes it starts.
+    """
+    import ray
+
+    with _local_ray_settings():
+        ray.init(object_store_memory=settings.object_store_memory_mb * 2**20, include_dashboard=False)
+        try:
+            _check_local_resources(settings)
+            yield
+        finally:
+            ray.shutdown()
+
+
+@contextmanager
+def _local_ray_settings() -> Iterator[None]:
+    """LOCAL_RAY_ENVIRONMENT for this process and the Ray processes it starts; all restored afterwards."""
+    from ray._private import ray_constants
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    def reload_authentication() -> None:
+        # Ray reads RAY_AUTH_MODE when imported and the token when first used. The mode first,
+        # as in Ray's own tests: nothing then reloads a token it no longer needs.
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+
+    environment = _local_ray_environment()
+    saved_environment = {name: os.environ.get(name) for name in environment}
+    # The Ray processes read the environment; this one read the single-machine switch when it imported Ray.
+    saved_cluster_switch = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ.update(environment)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    reload_authentication()
+    try:
+        yield
+    finally:
+        for name, value in saved_environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        ray_constants.ENABLE_RAY_CLUSTER = saved_cluster_switch
+        reload_authentication()
+
+
+def _local_ray_environment() -> dict[str, str]:
+    mode = os.environ.get("RAY_AUTH_MODE", "token")
+    if mode != "token":
+        raise DistributedError(
+            f"RAY_AUTH_MODE={mode}: a Ray instance started by unit train always uses token authentication; "
+            f"unset RAY_AUTH_MODE, or set RAY_ADDRESS to join a cluster, which keeps its own settings"
+        )
+    environment = dict(LOCAL_RAY_ENVIRONMENT)
+    # The DDP ranks' own connections (gloo's, and NCCL's bootstrap) on loopback too.
+    loopback = _loopback_interface()
+    environment.update(GLOO_SOCKET_IFNAME=loopback, NCCL_SOCKET_IFNAME=loopback)
+    if not any(os.environ.get(name) for name in AUTH_TOKEN_SOURCES):
+        # Not Ray's default, ~/.ray/auth_token: Ray creates it with the default umask, readable by other users.
+        environment["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    return environment
+
+
+def _loopback_interface() -> str:
+    import psutil
+
+    for name, addresses in psutil.net_if_addrs().items():
+        if any(address.address == "127.0.0.1" for address in addresses):
+            return name
+    raise DistributedError("no network interface of this machine has the address 127.0.0.1: a local Ray instance "
+                           "listens on it alone; set RAY_ADDRESS to a cluster instead")
 
 
 def _check_local_resources(settings: DistributedConfig) -> None:
@@ -158,7 +240,6 @@ def _check_local_resources(settings: DistributedConfig) -> None:
         wanted["GPU"] = settings.workers * settings.gpus_per_worker
     for resource, amount in wanted.items():
         if amount > available.get(resource, 0):
-            ray.shutdown()
             raise DistributedError(
                 f"distributed.workers={settings.workers} needs {amount:g} {resource}s but this machine's Ray has "
                 f"{available.get(resource, 0):g}: lower distributed.workers or distributed.{resource.lower()}s_per_worker "
@@ -206,17 +287,20 @@ def _stage_initial_checkpoint(cfg: UnitConfig, storage: RunStorage, source: str 
 
 
 def _run_trainer(cfg: UnitConfig, storage: RunStorage, initial: str | None,
-                 callbacks: tuple[TrainingCallback, ...], progress: bool) -> Result:
+                 callbacks: tuple[TrainingCallback, ...], progress: bool, on_local_instance: bool) -> Result:
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.train.v2._internal.constants import is_v2_enabled
 
+    from unit_distributed.rendezvous import LoopbackTorchConfig
     from unit_distributed.worker import train_worker
 
     if not is_v2_enabled():
         raise DistributedError("RAY_TRAIN_V2_ENABLED=0: unit_distributed needs the Ray Train V2 API (unset it)")
     settings = cfg.distributed
+    # Ray Train's rendezvous store listens on every interface: on a local instance, one on loopback instead.
+    torch_config_class = LoopbackTorchConfig if on_local_instance else TorchConfig
     resources = {"CPU": settings.cpus_per_worker}
     if settings.use_gpu:
         resources["GPU"] = settings.gpus_per_worker
@@ -230,7 +314,7 @@ def _run_trainer(cfg: UnitConfig, storage: RunStorage, initial: str | None,
             "callbacks": list(callbacks),
             "progress": progress,
         },
-        torch_config=TorchConfig(backend="nccl" if settings.use_gpu else "gloo"),
+        torch_config=torch_config_class(backend="nccl" if settings.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
             num_workers=settings.workers,
             use_gpu=settings.use_gpu,
