@@ -277,7 +277,7 @@ class _Review:
             return
         box = tuple(int(value) for value in candidate.groups()[:4])
         score = float(candidate.group(5))
-        label = f"{score:.2f} too small" if reason.startswith(TOO_SMALL) else f"{score:.2f} below"
+        label = f"{score:.2f} crop too small" if reason.startswith(TOO_SMALL) else f"{score:.2f} < threshold"
         heapq.heappush(self.rejected, (score, self._order, name, outcome.job.file, box, label))  # type: ignore[arg-type]
         if len(self.rejected) > REVIEW_TILES:
             heapq.heappop(self.rejected)
