@@ -50,7 +50,7 @@ from preprocessing.pipeline import (
     summary_of,
     write_outcomes,
 )
-from preprocessing.review import Tile, contact_sheet
+from preprocessing.review import TILE, Tile, contact_sheet
 from preprocessing.sources import SourceFile, UnreadableSource
 
 #: The paper's dog breeds: domain name -> ImageNet WordNet IDs.
@@ -253,8 +253,8 @@ class _Review:
     """Collects what the contact sheet shows, a bounded number of tiles whatever the ingest's size."""
 
     def __init__(self) -> None:
-        self.accepted: list[tuple[float, int, Tile]] = []  # max-heap by score: keeps the weakest
-        self.rejected: list[tuple[float, int, str, SourceFile, tuple[int, int, int, int], str]] = []  # min-heap: keeps the best
+        self.accepted: list[tuple[float, int, Tile]] = []  # keyed by -score: the strongest is dropped first
+        self.rejected: list[tuple[float, int, str, SourceFile, tuple[int, int, int, int], str]] = []  # keyed by score: the weakest is dropped first
         self._order = 0
 
     def add(self, outcome: Outcome) -> None:
@@ -275,10 +275,10 @@ class _Review:
         candidate = _CANDIDATE.search(reason)
         if candidate is None:
             return
-        box = tuple(int(value) for value in candidate.groups()[:4])
+        x0, y0, x1, y1 = (int(value) for value in candidate.groups()[:4])
         score = float(candidate.group(5))
         label = f"{score:.2f} crop too small" if reason.startswith(TOO_SMALL) else f"{score:.2f} < threshold"
-        heapq.heappush(self.rejected, (score, self._order, name, outcome.job.file, box, label))  # type: ignore[arg-type]
+        heapq.heappush(self.rejected, (score, self._order, name, outcome.job.file, (x0, y0, x1, y1), label))
         if len(self.rejected) > REVIEW_TILES:
             heapq.heappop(self.rejected)
 
@@ -289,8 +289,12 @@ class _Review:
             try:
                 image = decode_image(file.read())
             except (RejectedImage, UnreadableSource) as exc:
-                image, label = np.full((64, 64, 3), 200, np.uint8), f"unreadable now: {exc}"
-            rejected.append(Tile(image, (label, name), box))
+                rejected.append(Tile(np.full((64, 64, 3), 200, np.uint8), (f"unreadable now: {exc}", name)))
+                continue
+            # Shrunk at once: the sheet needs tiles, not dozens of full-size photos in memory.
+            shrink = min(1.0, 2 * TILE / max(image.shape[:2]))
+            small = resize(image, max(1, round(image.shape[1] * shrink)), max(1, round(image.shape[0] * shrink)))
+            rejected.append(Tile(small, (label, name), tuple(round(value * shrink) for value in box)))
         return contact_sheet([
             (f"accepted: {len(accepted)} of {accepted_total}, weakest score first", accepted),
             (f"rejected with a candidate: {len(rejected)} of {candidates}, best candidate box in red, highest score first", rejected),
