@@ -50,7 +50,7 @@ def main() -> int:
             f"train.batch_size={args.batch}", f"train.max_steps={args.steps}",
         ])
         files = [domain_images(cfg.data.root, domain, "train") for domain in args.domains]
-        samples = UnpairedSamples(files[0], files[1], cfg.data, (3, 3), cfg.seed)
+        samples = UnpairedSamples(files[:2], cfg.data, (3, 3), cfg.seed)
         batches = iter(training_loader(cfg, samples, 0))
         next(batches)  # worker start-up is not part of the rate
         started = time.perf_counter()

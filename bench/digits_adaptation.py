@@ -45,6 +45,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--track", action="store_true",
                         help="record the finished run in MLflow (tracking.tracking_uri): params, losses, the accuracy "
                         "curve as the stepped metric b/target_accuracy_curve, the final b/classification_accuracy")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in <out>/<preset>/seed<seed> from its latest checkpoint (e.g. with a "
+                        "higher train.max_steps); the curve and the training time continue too")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     return parser.parse_args()
 
@@ -95,14 +98,18 @@ def main() -> int:
     run_dir = args.out / args.preset / f"seed{args.seed}"
     cfg = load_config(args.params, [*args.overrides, f"seed={args.seed}", f"train.out_dir={run_dir}"], preset=args.preset)
     curve_file = run_dir / "target_accuracy.jsonl"
-    curve_file.unlink(missing_ok=True)
+    earlier_seconds = 0.0
+    if args.resume:
+        earlier_seconds = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))["train_wall_s"]
+    else:
+        curve_file.unlink(missing_ok=True)
     tags = {"preset": args.preset, "seed": args.seed}
     callback = BudgetedCurve(TargetAccuracyCurve(cfg, cfg.evaluation.split, curve_file), tags, args.time_budget, args.report)
     try:
-        step = fit(cfg, progress=False, parallel=DataParallel(replica_callbacks=(callback,))).step
+        step = fit(cfg, resume=args.resume, progress=False, parallel=DataParallel(replica_callbacks=(callback,))).step
     except OutOfTime as stop:
         step = stop.step
-    train_seconds = time.perf_counter() - callback.started
+    train_seconds = earlier_seconds + time.perf_counter() - callback.started
 
     device = resolve_device(cfg.train.device)
     checkpoint = run_dir / "checkpoints" / "latest.pt"

@@ -98,19 +98,17 @@ def measure(rank: int, args: argparse.Namespace, port: int) -> None:
         ids = [device] if device.type == "cuda" else None
         trainer.gen_forward = DistributedDataParallel(trainer.gen, device_ids=ids)
         trainer.dis_forward = DistributedDataParallel(trainer.dis, device_ids=ids)
-    shape_a = (args.batch, cfg.model.channels_a, args.size, args.size)
-    shape_b = (args.batch, cfg.model.channels_b, args.size, args.size)
-    x_a = torch.rand(shape_a, device=device) * 2 - 1
-    x_b = torch.rand(shape_b, device=device) * 2 - 1
-    # The domain-adaptation variant (model.num_classes > 0) trains its classifier on domain-a labels.
-    labels_a = torch.randint(cfg.model.num_classes, (args.batch,), device=device) if cfg.model.num_classes else None
+    images = [torch.rand((args.batch, channels, args.size, args.size), device=device) * 2 - 1
+              for channels in cfg.channels().values()]
+    # The domain-adaptation variant (model.num_classes > 0) trains its classifier on the source domain's labels.
+    labels = torch.randint(cfg.model.num_classes, (args.batch,), device=device) if cfg.model.num_classes else None
 
     for _ in range(args.warmup):
-        trainer.train_step(x_a, x_b, labels_a)
+        trainer.train_step(images, labels)
     synchronize(device)
 
     with FlopCounterMode(display=False) as counter:
-        trainer.train_step(x_a, x_b, labels_a)
+        trainer.train_step(images, labels)
     gflop = counter.get_total_flops() / 1e9
 
     if device.type == "cuda":
@@ -118,7 +116,7 @@ def measure(rank: int, args: argparse.Namespace, port: int) -> None:
     synchronize(device)
     start = time.perf_counter()
     for _ in range(args.steps):
-        losses = trainer.train_step(x_a, x_b, labels_a)
+        losses = trainer.train_step(images, labels)
     synchronize(device)
     seconds = (time.perf_counter() - start) / args.steps
     assert all(torch.isfinite(v).all() for v in losses.values()), "non-finite loss"

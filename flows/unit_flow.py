@@ -118,8 +118,10 @@ def _publish(cfg: UnitConfig, registration: dict[str, Any], evaluation: dict[str
     if uri.startswith("http"):
         create_link_artifact(key=f"{key}-mlflow-run", link=f"{uri}/#/runs/{registration['run_id']}",
                              link_text=f"MLflow run of {registration['registered_model']} v{registration['version']}")
-        create_image_artifact(key=f"{key}-evaluation-grid",
-                              image_url=f"{uri}/get-artifact?path=evaluation/report/a2b.png&run_uuid={registration['run_id']}")
+        grids = [Path(path).name for path in evaluation["report"] if str(path).endswith(".png")]
+        if grids:  # a2b.png of two-domain models, <first domain>.png of N-domain ones
+            create_image_artifact(key=f"{key}-evaluation-grid",
+                                  image_url=f"{uri}/get-artifact?path=evaluation/report/{grids[0]}&run_uuid={registration['run_id']}")
     rows = "\n".join(f"| {name} | {value:.4f} |" for name, value in sorted(evaluation["metrics"].items()))
     create_markdown_artifact(
         key=f"{key}-summary",

@@ -1,12 +1,13 @@
 """Procedural demo data sets with ground truth: no download, byte-identical for a given seed.
 
-Two generators render the same scene in two domains from one scene seed:
+Two generators render the same scene in several domains from one scene seed:
 
-* ``street``: a street seen from eye height, by ``day`` and by ``night``;
+* ``street``: a street seen from eye height, by ``day`` and by ``night`` (the default), and
+  in ``rain`` and ``snow`` (``--domains day night rain snow``: the N-domain demo);
 * ``maps``: an area seen from above, as a ``satellite`` photo and as a street ``map``.
 
 Train splits are unpaired: each domain's scenes come from its own seed stream. The
-``test_paired`` split renders the same scenes in both domains under the same file names,
+``test_paired`` split renders the same scenes in every domain under the same file names,
 so a translation can be scored against the true rendering (pixel accuracy on maps).
 """
 
@@ -31,9 +32,10 @@ DEMO_KINDS: tuple[DemoKind, ...] = get_args(DemoKind)
 MIN_SIZE, MAX_SIZE = 16, 4096
 #: Changed whenever a renderer changes its output, so that old and new data sets are told apart.
 GENERATOR_VERSION = 1
-# Seed streams: domain A's and domain B's train scenes, and the paired test scenes. The
-# stream sits in the top bits of every scene seed, so seeds of two streams never coincide;
-# 52 bits in all keep them exact in any JSON reader.
+# Seed streams: the paired test scenes, and each domain's train scenes (the first two
+# domains of a generator: streams 0 and 1, the others from 3 on). The stream sits in the
+# top bits of every scene seed, so seeds of two streams never coincide; 52 bits in all keep
+# them exact in any JSON reader.
 TRAIN_A, TRAIN_B, TEST_PAIRED = range(3)
 _STREAM_SHIFT = 50
 
@@ -42,8 +44,16 @@ Renderer = Callable[[int, int, int, tuple[str, ...]], dict[str, np.ndarray]]
 
 @dataclass(frozen=True)
 class DemoGenerator:
-    domains: tuple[str, str]  # (domain A, domain B)
+    domains: tuple[str, ...]  # every domain it renders; the first two are the default data set's A and B
     render: Renderer  # (scene seed, width, height, domains) -> RGB uint8 image per domain
+
+    @property
+    def default_domains(self) -> tuple[str, str]:
+        return self.domains[0], self.domains[1]
+
+    def train_stream(self, domain: str) -> int:
+        index = self.domains.index(domain)
+        return (TRAIN_A, TRAIN_B)[index] if index < 2 else TEST_PAIRED + index - 1
 
 
 def _render_street(scene_seed: int, width: int, height: int, domains: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -90,10 +100,10 @@ def scene_seed(seed: int, stream: int, index: int) -> int:
 def render_demo_scene(
     kind: DemoKind, seed: int, size: int | tuple[int, int], domains: tuple[str, ...] | None = None
 ) -> dict[str, np.ndarray]:
-    """Render one scene seed in the given domains (default both): (height, width, 3) uint8 RGB."""
+    """Render one scene seed in the given domains (default the first two): (height, width, 3) uint8 RGB."""
     generator = _generator(kind)
     width, height = parse_size(size)
-    wanted = generator.domains if domains is None else domains
+    wanted = generator.default_domains if domains is None else domains
     unknown = sorted(set(wanted) - set(generator.domains))
     if unknown:
         raise ValueError(f"unknown {kind} domain(s) {unknown}; expected {list(generator.domains)}")
@@ -108,12 +118,19 @@ def generate_demo_dataset(
     test_count: int,
     size: int | tuple[int, int],
     seed: int = 0,
+    domains: tuple[str, ...] | None = None,
 ) -> Path:
     """Write ``<out_dir>/<domain>/{train,test_paired}/<index>.png`` with manifest and report.
 
-    ``size`` is one int for square images or (width, height).
+    ``size`` is one int for square images or (width, height). ``domains``: which of the
+    generator's domains, at least two (default: its first two). A domain's images are the
+    same whichever other domains are rendered with it.
     """
     generator = _generator(kind)
+    domains = tuple(domains) if domains is not None else generator.default_domains
+    unknown = [domain for domain in domains if domain not in generator.domains]
+    if unknown or len(set(domains)) != len(domains) or len(domains) < 2:
+        raise ValueError(f"domains {list(domains)}: expected at least two different ones of {list(generator.domains)}")
     width, height = parse_size(size)
     for name, count in (("train_count", train_count), ("test_count", test_count)):
         if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
@@ -130,8 +147,8 @@ def generate_demo_dataset(
         "width": width,
         "height": height,
         "seed": int(seed),
+        "domains": list(domains),
     }
-    domain_a, domain_b = generator.domains
     # Rendering is cheaper than checking which files could be reused.
     with DatasetWriter(out_dir, image_format="png", previous=False, kind=f"demo-{kind}", parameters=parameters) as writer:
 
@@ -145,14 +162,14 @@ def generate_demo_dataset(
                 scene_seed=scene,
             )
 
-        for stream, domain in ((TRAIN_A, domain_a), (TRAIN_B, domain_b)):
+        for domain in domains:
             for index in range(train_count):
-                scene = scene_seed(seed, stream, index)
+                scene = scene_seed(seed, generator.train_stream(domain), index)
                 write(domain, "train", index, scene, generator.render(scene, width, height, (domain,))[domain])
         for index in range(test_count):
             scene = scene_seed(seed, TEST_PAIRED, index)
-            images = generator.render(scene, width, height, generator.domains)
-            for domain in generator.domains:
+            images = generator.render(scene, width, height, domains)
+            for domain in domains:
                 write(domain, "test_paired", index, scene, images[domain])
     return Path(out_dir)
 
@@ -179,14 +196,16 @@ def _size_argument(text: str) -> tuple[int, int]:
 def add_demo_commands(ingest_subparsers: argparse._SubParsersAction) -> None:
     """Add ``demo-street`` and ``demo-maps`` to the ``unit ingest`` subcommands."""
     for kind in DEMO_KINDS:
-        domain_a, domain_b = GENERATORS[kind].domains
+        generator = GENERATORS[kind]
+        domain_a, domain_b = generator.default_domains
         parser = ingest_subparsers.add_parser(
             f"demo-{kind}",
-            help=f"generate a procedural {domain_a}/{domain_b} data set (no download)",
+            help=f"generate a procedural {'/'.join(generator.domains)} data set (no download)",
             description=(
-                f"Render procedural {kind} scenes as {domain_a} and {domain_b} images: unpaired train "
-                "splits from disjoint scene seeds, and a test_paired split with the same scenes in both "
-                "domains. The same options give byte-identical files."
+                f"Render procedural {kind} scenes as {domain_a} and {domain_b} images (or any of "
+                f"{', '.join(generator.domains)} with --domains): unpaired train splits from disjoint scene "
+                "seeds, and a test_paired split with the same scenes in every domain. The same options give "
+                "byte-identical files."
             ),
         )
         parser.add_argument("--out", required=True, type=Path, help="output data set directory")
@@ -194,14 +213,20 @@ def add_demo_commands(ingest_subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument("--test", type=_count_argument, default=20, metavar="N", help="paired test scenes (default 20)")
         parser.add_argument("--size", type=_size_argument, default=(128, 128), metavar="N|WxH", help="image size in pixels (default 128)")
         parser.add_argument("--seed", type=_count_argument, default=0, metavar="N", help="seed of the whole data set (default 0)")
+        parser.add_argument("--domains", nargs="+", choices=generator.domains, default=list(generator.default_domains),
+                            metavar="DOMAIN", help=f"two or more of {', '.join(generator.domains)} "
+                                                   f"(default {domain_a} {domain_b})")
         parser.set_defaults(func=lambda args, kind=kind, parser=parser: _run_demo_command(kind, parser, args))
 
 
 def _run_demo_command(kind: DemoKind, parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.train + args.test == 0:
         parser.error("--train and --test are both 0: nothing to generate")
+    if len(set(args.domains)) != len(args.domains) or len(args.domains) < 2:
+        parser.error(f"--domains {' '.join(args.domains)}: give at least two different domains")
     try:
-        out = generate_demo_dataset(kind, args.out, train_count=args.train, test_count=args.test, size=args.size, seed=args.seed)
+        out = generate_demo_dataset(kind, args.out, train_count=args.train, test_count=args.test, size=args.size,
+                                    seed=args.seed, domains=tuple(args.domains))
     except IngestError as exc:  # e.g. --out is a folder this tool did not write
         print(f"unit ingest demo-{kind}: error: {exc}", file=sys.stderr)
         return 2

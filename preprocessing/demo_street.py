@@ -1,10 +1,12 @@
-"""Procedural street scenes, rendered by day and by night from one scene seed.
+"""Procedural street scenes, rendered under four conditions (day, night, rain, snow) from one scene seed.
 
 A scene is a small 3-D layout in metres (street, facades, parked and moving cars, street
 lamps) seen by a pinhole camera at eye height; X points right, Y up, Z along the street.
-Drawing the scene once fills material buffers (albedo, emitted light, sun/sky/haze);
-day and night are two ways of lighting those same buffers, so both renderings share the
-geometry pixel for pixel.
+Drawing the scene once fills material buffers (albedo, emitted light, sun/sky/haze, which
+pixels face up); each condition is a way of lighting and weathering those same buffers,
+so all renderings of a scene share the geometry pixel for pixel: rain is an overcast day
+with wet, reflecting ground and falling streaks, snow an overcast day with the ground
+covered and flakes in the air.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
-StreetDomain = Literal["day", "night"]
-STREET_DOMAINS: tuple[StreetDomain, StreetDomain] = ("day", "night")
+StreetDomain = Literal["day", "night", "rain", "snow"]
+STREET_DOMAINS: tuple[StreetDomain, ...] = ("day", "night", "rain", "snow")
 
 Rgb = tuple[int, int, int]
 
@@ -381,8 +383,9 @@ class _Canvas:
         self.emission = np.zeros((height, width, 3), np.uint8)
         self.shading = np.zeros((height, width, 3), np.uint8)
         self.shading[..., 1] = 255  # all sky until something is drawn
+        self.upward = np.zeros((height, width), np.uint8)  # 255 where the surface faces the sky (the ground)
 
-    def fill(self, polygons: np.ndarray, albedo: Rgb, *, sun: float, haze: float) -> None:
+    def fill(self, polygons: np.ndarray, albedo: Rgb, *, sun: float, haze: float, upward: bool = False) -> None:
         """A new surface, hiding whatever was drawn behind it (lights included)."""
         if len(polygons) == 0:
             return
@@ -390,6 +393,7 @@ class _Canvas:
         cv2.fillPoly(self.albedo, polys, albedo, cv2.LINE_AA, SHIFT)
         cv2.fillPoly(self.emission, polys, BLACK, cv2.LINE_AA, SHIFT)
         cv2.fillPoly(self.shading, polys, (255 * sun, 0, 255 * haze), cv2.LINE_AA, SHIFT)
+        cv2.fillPoly(self.upward, polys, 255 * upward, cv2.LINE_AA, SHIFT)
 
     def decal(self, polygons: np.ndarray, albedo: Rgb, emission: Rgb | None = None) -> None:
         """Paint on the surface drawn last (windows, markings, lights): its sun and haze stay."""
@@ -589,7 +593,7 @@ class _StreetPainter:
     def _ground(self) -> None:
         layers, shadows = self._ground_layout()
         (base, base_colour), *markings = layers
-        self.canvas.fill(self.project(_ground_quads(base)), base_colour, sun=1.0, haze=0.0)
+        self.canvas.fill(self.project(_ground_quads(base)), base_colour, sun=1.0, haze=0.0, upward=True)
         for rects, colour in markings:  # road, kerbs and lines are paint on one flat ground
             self.canvas.decal(self.project(_ground_quads(rects)), colour)
         self.canvas.shadow(self.project(_ground_quads(shadows)))
@@ -693,6 +697,7 @@ class _Materials:
     sun: np.ndarray
     sky: np.ndarray
     haze: np.ndarray
+    upward: np.ndarray
 
     def row(self, rgb: tuple[float, float, float] | np.ndarray) -> np.ndarray:
         """A colour (0..1) repeated along one image row."""
@@ -722,6 +727,7 @@ def _materials(canvas: _Canvas, width: int, height: int) -> _Materials:
         sun=sun,
         sky=sky,
         haze=haze,
+        upward=np.repeat(shrink(canvas.upward), 3, axis=1),
     )
 
 
@@ -814,15 +820,78 @@ def _lamp_halos(scene: StreetScene, width: int, height: int) -> np.ndarray:
     return halos
 
 
+def _overcast(scene: StreetScene, m: _Materials, albedo: np.ndarray, ambient: tuple[float, float, float],
+              sky_top: tuple[float, float, float], sky_horizon: tuple[float, float, float], fog: float) -> np.ndarray:
+    """Diffuse light from a cloud-covered sky (no sun, no shadows), fog towards the horizon colour."""
+    lit = albedo * (m.row(ambient) + 0.12 * m.sun * m.row(ambient))
+    horizon = np.asarray(sky_horizon, np.float32)
+    lit += (m.row(horizon) - lit) * np.minimum(1.0, fog * m.haze)
+    rows = np.arange(m.height, dtype=np.float32) / max(scene.camera.horizon * m.height, 1)
+    sky = m.sky_gradient(np.asarray(sky_top, np.float32), horizon, rows**0.7)
+    return lit + (sky - lit) * m.sky
+
+
+def _streaks(noise: np.random.Generator, width: int, height: int, count: int, length: float, slant: float) -> np.ndarray:
+    """(h, w) intensity of falling rain: thin slanted strokes at random places and depths."""
+    streaks = np.zeros((height, width), np.float32)
+    x0 = noise.uniform(-0.2 * width, 1.1 * width, count)
+    y0 = noise.uniform(-0.1 * height, height, count)
+    depth = noise.uniform(0.3, 1.0, count)  # nearer drops look longer and brighter
+    for x, y, d in zip(x0, y0, depth):
+        dy = length * height * d
+        cv2.line(streaks, (int(x), int(y)), (int(x + slant * dy), int(y + dy)), float(0.25 + 0.35 * d), 1, cv2.LINE_AA)
+    return streaks
+
+
+def _rain(scene: StreetScene, m: _Materials, noise: np.random.Generator) -> np.ndarray:
+    width, height = m.width, m.height
+    wet = m.upward * 0.35 + (1 - m.upward)  # wet asphalt and paving darken
+    image = _overcast(scene, m, m.albedo * wet, (0.50, 0.52, 0.56), (0.50, 0.52, 0.55), (0.68, 0.69, 0.71), 1.6)
+    # The wet ground mirrors the bright sky and the lights above it, blurred by the ripples.
+    mirror = cv2.flip(image.reshape(height, width, 3), 0)
+    mirror = cv2.GaussianBlur(mirror, (0, 0), max(height / 60, 0.8)).reshape(height, width * 3)
+    image += 0.35 * m.upward * mirror + 0.3 * m.emission
+    grey = image.reshape(height, width, 3).mean(axis=2, keepdims=True)
+    image = (0.55 * image.reshape(height, width, 3) + 0.45 * grey).reshape(height, width * 3)  # washed-out colours
+    streaks = _streaks(noise, width, height, count=max(width * height // 90, 20), length=0.06, slant=0.18)
+    image += m.per_channel(streaks) * (0.85 - image) * 0.6
+    image += m.per_channel(0.01 * noise.standard_normal((height, width), np.float32))
+    return image
+
+
+def _snow(scene: StreetScene, m: _Materials, noise: np.random.Generator) -> np.ndarray:
+    width, height = m.width, m.height
+    # Snow lies on the ground, thinner where the paint of lines and kerbs shows through.
+    small = (max(width // 8, 4), max(height // 8, 4))
+    patchy = cv2.resize(noise.uniform(0.75, 1.0, (small[1], small[0])).astype(np.float32), (width, height),
+                        interpolation=cv2.INTER_CUBIC)
+    cover = m.upward * m.per_channel(np.clip(patchy, 0, 1))
+    albedo = m.albedo + (m.row((0.93, 0.94, 0.97)) - m.albedo) * cover
+    image = _overcast(scene, m, albedo, (0.80, 0.83, 0.90), (0.76, 0.78, 0.82), (0.86, 0.87, 0.89), 2.0)
+    image += 0.25 * m.emission
+    flakes = np.zeros((height, width), np.float32)
+    count = max(width * height // 120, 20)
+    for x, y, radius in zip(noise.uniform(0, width, count), noise.uniform(0, height, count),
+                            noise.uniform(0.4, 1.6, count) * max(height / 128, 0.5)):
+        cv2.circle(flakes, (int(x), int(y)), max(int(round(radius)), 1), 1.0, -1, cv2.LINE_AA)
+    flakes = cv2.GaussianBlur(flakes, (0, 0), 0.6)
+    image += m.per_channel(np.clip(flakes, 0, 1)) * (0.97 - image) * 0.85
+    image += m.per_channel(0.008 * noise.standard_normal((height, width), np.float32))
+    return image
+
+
+LIGHTING = {"day": _day, "night": _night, "rain": _rain, "snow": _snow}
+
+
 def render_street(
-    scene: StreetScene, width: int, height: int, domains: tuple[StreetDomain, ...] = STREET_DOMAINS
+    scene: StreetScene, width: int, height: int, domains: tuple[StreetDomain, ...] = ("day", "night")
 ) -> dict[StreetDomain, np.ndarray]:
-    """Render a scene as (height, width, 3) uint8 RGB images, one per requested domain."""
+    """Render a scene as (height, width, 3) uint8 RGB images, one per requested condition."""
     canvas = _StreetPainter(scene, width * SUPERSAMPLE, height * SUPERSAMPLE).paint()
     materials = _materials(canvas, width, height)
     images: dict[StreetDomain, np.ndarray] = {}
     for domain in domains:
         noise = np.random.default_rng([scene.seed, STREET_DOMAINS.index(domain)])
-        image = _day(scene, materials, noise) if domain == "day" else _night(scene, materials, noise)
+        image = LIGHTING[domain](scene, materials, noise)
         images[domain] = np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8).reshape(height, width, 3)
     return images

@@ -146,8 +146,8 @@ def test_in_memory_samples_equal_decoded_samples_and_decode_each_file_once(digit
     decoded = []
     original = data_module.load_image
     monkeypatch.setattr(data_module, "load_image", lambda path, *args: decoded.append(path) or original(path, *args))
-    from_files = data_module.UnpairedSamples(files_a, files_b, cfg.data, (1, 1), 0)
-    in_memory = data_module.UnpairedSamples(files_a, files_b, cfg.data.model_copy(update={"in_memory": True}), (1, 1), 0)
+    from_files = data_module.UnpairedSamples([files_a, files_b], cfg.data, (1, 1), 0)
+    in_memory = data_module.UnpairedSamples([files_a, files_b], cfg.data.model_copy(update={"in_memory": True}), (1, 1), 0)
     samples = range(3 * len(files_a))  # three passes: every file of both domains three times
     expected = [from_files[sample] for sample in samples]
     assert len(decoded) == 2 * len(samples)

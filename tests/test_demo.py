@@ -65,7 +65,7 @@ def test_same_seed_gives_byte_identical_data_set(dataset: tuple[str, Path], tmp_
 
 def test_layout_and_sizes(dataset: tuple[str, Path]) -> None:
     kind, root = dataset
-    for domain in GENERATORS[kind].domains:  # type: ignore[index]
+    for domain in GENERATORS[kind].default_domains:  # type: ignore[index]
         for split, count in (("train", 4), ("test_paired", 3)):
             files = sorted((root / domain / split).glob("*.png"))
             assert [f.name for f in files] == [f"{i:06d}.png" for i in range(count)]
@@ -76,7 +76,7 @@ def test_layout_and_sizes(dataset: tuple[str, Path]) -> None:
 
 def test_train_scene_seeds_are_disjoint_between_domains(dataset: tuple[str, Path]) -> None:
     kind, root = dataset
-    domain_a, domain_b = GENERATORS[kind].domains  # type: ignore[index]
+    domain_a, domain_b = GENERATORS[kind].default_domains  # type: ignore[index]
     seeds: dict[tuple[str, str], list[int]] = {}
     for entry in read_manifest(root / "manifest.jsonl"):
         seeds.setdefault((entry["domain"], entry["split"]), []).append(entry["scene_seed"])
@@ -90,7 +90,7 @@ def test_train_scene_seeds_are_disjoint_between_domains(dataset: tuple[str, Path
 
 def test_test_paired_shares_scene_seeds_and_file_names(dataset: tuple[str, Path]) -> None:
     kind, root = dataset
-    domain_a, domain_b = GENERATORS[kind].domains  # type: ignore[index]
+    domain_a, domain_b = GENERATORS[kind].default_domains  # type: ignore[index]
     entries = [e for e in read_manifest(root / "manifest.jsonl") if e["split"] == "test_paired"]
     by_domain = {d: {Path(e["output"]).name: e["scene_seed"] for e in entries if e["domain"] == d} for d in (domain_a, domain_b)}
     assert by_domain[domain_a] == by_domain[domain_b]

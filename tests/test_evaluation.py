@@ -122,7 +122,7 @@ def paired_set(root: Path, shared_data: Path, translator, count: int = 3) -> tup
     (root / "b" / "test_paired").mkdir(parents=True)
     truths = []
     for path in sources:
-        translated = translator.translate_images([Image.open(path).convert("RGB")], "a2b")[0]
+        translated = translator.translate_images([Image.open(path).convert("RGB")], "a", "b")[0]
         truths.append(root / "b" / "test_paired" / path.name)
         translated.save(truths[-1])
     return sources, truths
@@ -147,7 +147,7 @@ def test_paired_accuracy_is_exact_against_known_truth_and_flips_at_17(checkpoint
     cycles = []
     for path in sources:
         x = pil_to_tensor(load_image(path, 3))[None]
-        back = translator.translate_tensor(translator.translate_tensor(x, "a2b"), "b2a")
+        back = translator.translate_tensor(translator.translate_tensor(x, "a", "b"), "b", "a")
         levels = tensor_to_uint8(back[0]).astype(int) - tensor_to_uint8(x[0]).astype(int)
         cycles.append(np.abs(levels).mean() / 255)
     assert metrics["a2b/cycle_l1"] == pytest.approx(np.mean(cycles), abs=1e-6)

@@ -1,4 +1,4 @@
-"""``unit translate``: apply F_{a->b} or F_{b->a} of a trained model to image files or folders."""
+"""``unit translate``: apply F_{s->t} of a trained model to image files or folders, to one target domain or to all."""
 
 from __future__ import annotations
 
@@ -28,7 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--model", metavar="URI", help="a logged model, e.g. models:/unit-street-scenes@champion")
     parser.add_argument("--tracking-uri", default="",
                         help="MLflow tracking URI for --model (default: MLFLOW_TRACKING_URI, else MLflow's local default)")
-    parser.add_argument("--direction", choices=("a2b", "b2a"), required=True)
+    parser.add_argument("--direction", choices=("a2b", "b2a"),
+                        help="two-domain models: a2b (first domain to second) or b2a; or give --source and --target")
+    parser.add_argument("--source", help="domain of the inputs, by name (e.g. husky) or slot (a, b)")
+    parser.add_argument("--target", help="domain to translate to, or 'all': every other domain, each into "
+                                         "<out>/<domain name>/")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace files in --out that unit translate did not write (inputs are never replaced)")
@@ -124,6 +128,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
+    if bool(args.direction) == bool(args.source or args.target):
+        raise UserError("give either --direction (two-domain models) or --source and --target")
+    if not args.direction and not (args.source and args.target):
+        raise UserError("--source and --target go together")
     failures: list[str] = []
     pairs = collect_inputs(args.inputs, failures)
     try:
@@ -133,19 +141,46 @@ def run(args: argparse.Namespace) -> int:
             translator = Translator.from_checkpoint(args.checkpoint, args.device)
     except (CheckpointError, ValueError) as exc:
         raise UserError(str(exc)) from None
-    check_targets(pairs, args.out, args.overwrite)
+    try:
+        source, targets = translation_plan(translator, args)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    check_targets([(path, folder / relative) for path, relative in pairs for folder in targets.values()],
+                  args.out, args.overwrite)
     unreadable: list[str] = []
     with tqdm(total=len(pairs), unit="image") as bar:
         for batch in batches_by_size(read_images(pairs, unreadable), args.batch_size):
-            outputs = translator.translate_images([image for _, image in batch], args.direction)
-            for (relative, _), output in zip(batch, outputs, strict=True):
-                target = args.out / relative
-                target.parent.mkdir(parents=True, exist_ok=True)
-                output.save(target, format="PNG")
+            images = [image for _, image in batch]
+            for target, folder in targets.items():
+                outputs = translator.translate_images(images, source, target)
+                for (relative, _), output in zip(batch, outputs, strict=True):
+                    path = args.out / folder / relative
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    output.save(path, format="PNG")
             bar.update(len(batch))
         bar.update(len(unreadable))
     failures += unreadable
     for failure in failures:
         print(f"unit translate: skipped {failure}")
-    print(f"unit translate: wrote {len(pairs) - len(unreadable)} image(s) to {args.out}")
+    written = len(pairs) - len(unreadable)
+    names = ", ".join(translator.names[target] for target in targets)
+    print(f"unit translate: wrote {written * len(targets)} image(s) ({written} input(s) to {names}) to {args.out}")
     return 1 if failures else 0
+
+
+def translation_plan(translator, args: argparse.Namespace) -> tuple[str, dict[str, Path]]:
+    """The source slot, and each target slot with the folder under --out its outputs go to.
+
+    One target: outputs straight into --out. ``--target all``: every domain but the
+    source, each into a folder named after the domain.
+    """
+    if args.direction:
+        source, target = translator.direction(args.direction)
+        return source, {target: Path()}
+    source = translator.domain(args.source)
+    if args.target == "all":
+        return source, {target: Path(translator.names[target]) for target in translator.domains if target != source}
+    target = translator.domain(args.target)
+    if target == source:
+        raise ValueError(f"--source and --target are both {translator.names[source]!r}: choose another target domain")
+    return source, {target: Path()}

@@ -20,6 +20,11 @@ from unit_core.networks import UNITDiscriminators
 from unit_core.trainer import UNITTrainer, resolve_device
 
 
+def target_domain(cfg: UnitConfig) -> str:
+    """The slot of the unlabelled target domain: the second of the two."""
+    return list(cfg.domains())[-1]
+
+
 def discriminator_classifier(dis: UNITDiscriminators, device: torch.device, domain: str = "b") -> Classifier:
     """Images (N, C, H, W) in [-1, 1] -> class logits through ``domain``'s discriminator path."""
 
@@ -33,13 +38,13 @@ def discriminator_classifier(dis: UNITDiscriminators, device: torch.device, doma
 def classifier_from_checkpoint(path: str | Path, device: str | torch.device = "auto") -> Classifier | None:
     """The target-domain (b) classifier of a checkpoint; None when its model has none (``model.num_classes`` 0)."""
     payload = load_checkpoint(path, map_location="cpu")
-    model_cfg = stored_config(payload, path).model
-    if not model_cfg.num_classes:
+    cfg = stored_config(payload, path)
+    if not cfg.model.num_classes:
         return None
-    dis = UNITDiscriminators(model_cfg)
+    dis = UNITDiscriminators(cfg.model, cfg.channels())
     restore_weights(dis, payload, "dis", path)
     device = resolve_device(device) if isinstance(device, str) else device
-    return discriminator_classifier(dis.to(device).eval(), device)
+    return discriminator_classifier(dis.to(device).eval(), device, target_domain(cfg))
 
 
 class TargetAccuracyCurve:
@@ -59,8 +64,9 @@ class TargetAccuracyCurve:
         if checkpoint is None:
             return
         # The discriminators hold no batch norm or dropout, so train mode classifies as eval mode would.
-        accuracy = classify_split(discriminator_classifier(trainer.dis, trainer.device), self.cfg.data.root,
-                                  self.cfg.data.domain_b, self.split, self.cfg.model.channels_b, batch_size=500)
+        target = target_domain(self.cfg)
+        accuracy = classify_split(discriminator_classifier(trainer.dis, trainer.device, target), self.cfg.data.root,
+                                  self.cfg.domains()[target], self.split, self.cfg.channels()[target], batch_size=500)
         self.out_file.parent.mkdir(parents=True, exist_ok=True)
         with self.out_file.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps({"step": step, "accuracy": accuracy}) + "\n")

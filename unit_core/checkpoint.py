@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from unit_core.config import UnitConfig, config_from_dict
-from unit_core.networks import UNITGenerator
+from unit_core.networks import UNITGenerator, upgrade_legacy_state
 from unit_core.scratch import current_umask, scratch_file
 
 FORMAT = "unit-checkpoint"
@@ -127,12 +127,15 @@ def stored_config(payload: dict[str, Any], path: str | Path) -> UnitConfig:
 
 
 def restore_weights(module: nn.Module, payload: dict[str, Any], name: str, path: str | Path) -> None:
-    """Load ``payload['networks'][name]`` into ``module``; a missing or mismatched state is a CheckpointError."""
+    """Load ``payload['networks'][name]`` into ``module``; a missing or mismatched state is a CheckpointError.
+
+    Two-domain weights saved before N-domain models are renamed to today's module paths.
+    """
     networks = payload.get("networks")
     if not isinstance(networks, dict) or not isinstance(networks.get(name), dict):
         held = ", ".join(sorted(networks)) if isinstance(networks, dict) else "nothing"
         raise CheckpointError(f"{path}: checkpoint holds no '{name}' weights (networks: {held or 'none'})")
-    state, expected = networks[name], module.state_dict()
+    state, expected = upgrade_legacy_state(networks[name]), module.state_dict()
     missing = [key for key in expected if key not in state]
     unexpected = [key for key in state if key not in expected]
     mismatched = [f"{key}: stored {tuple(state[key].shape)}, model {tuple(expected[key].shape)}"
@@ -151,9 +154,9 @@ def restore_weights(module: nn.Module, payload: dict[str, Any], name: str, path:
 
 
 def load_generator(path: str | Path) -> tuple[UnitConfig, UNITGenerator]:
-    """The stored configuration and the generator (E1, E2, G1, G2) of a checkpoint, on the CPU, in eval mode."""
+    """The stored configuration and the generator (an E_d and G_d per domain) of a checkpoint, on the CPU, in eval mode."""
     payload = load_checkpoint(path, map_location="cpu")
     cfg = stored_config(payload, path)
-    generator = UNITGenerator(cfg.model)
+    generator = UNITGenerator(cfg.model, cfg.channels())
     restore_weights(generator, payload, "gen", path)
     return cfg, generator.eval()

@@ -7,6 +7,7 @@ Unknown keys and bad values are errors that name the key.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +40,9 @@ class ModelConfig(_Section):
     dis_scales: int = Field(1, ge=1, description=">1: multi-scale discriminator on average-pooled copies")
     dis_shared_layers: int = Field(0, ge=0, description="last discriminator layers tied between D1 and D2 (domain adaptation)")
     num_classes: int = Field(0, ge=0, description=">0: domain-adaptation variant, a classifier on the tied D features")
+    domain_channels: dict[str, Literal[1, 3]] = Field(
+        default_factory=dict, description="N-domain models (data.domains): channels of a domain when not 3; "
+                                          "two-domain models use channels_a and channels_b")
 
     @model_validator(mode="after")
     def _shared_fits(self) -> "ModelConfig":
@@ -77,16 +81,37 @@ class OptimConfig(_Section):
     fused: bool = Field(False, description="fused Adam kernels (CUDA)")
 
 
+DOMAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
 class DataConfig(_Section):
     root: str = Field("data/demo/street", description="data set folder: <root>/<domain>/<split>/ or the CycleGAN layout <root>/trainA/")
     domain_a: str = Field("day", min_length=1, description="domain folder name of x1 (CycleGAN layout: the letter A)")
     domain_b: str = Field("night", min_length=1, description="domain folder name of x2 (CycleGAN layout: the letter B)")
+    domains: list[str] = Field(
+        default_factory=list, description="N-domain model: the domain folder names, any number from 2, one shared "
+                                          "latent space; empty = the two domains domain_a and domain_b")
     image_size: int = Field(128, ge=4, description="side of the square training crop; a multiple of 4")
     load_size: int = Field(0, ge=0, description="resize the shorter side to this before cropping; 0 = image_size")
     flip: bool = True
     loader_workers: int = Field(0, ge=0)
     in_memory: bool = Field(False, description="keep each decoded training image in memory after its first use "
                             "(small data sets such as digits: no decoding per step)")
+
+    @model_validator(mode="after")
+    def _domain_names(self) -> "DataConfig":
+        if not self.domains:
+            return self
+        if len(self.domains) < 2:
+            raise ValueError(f"domains lists {len(self.domains)} domain; a translation needs at least 2")
+        repeated = sorted({name for name in self.domains if self.domains.count(name) > 1})
+        if repeated:
+            raise ValueError(f"domains lists {', '.join(repeated)} more than once")
+        for name in self.domains:
+            # Domain names key the networks' weights: no dots (module paths), no path separators.
+            if not DOMAIN_NAME.fullmatch(name):
+                raise ValueError(f"domain name {name!r}: use letters, digits, '_' and '-' (starting with a letter or digit)")
+        return self
 
     @model_validator(mode="after")
     def _sizes(self) -> "DataConfig":
@@ -197,6 +222,33 @@ class UnitConfig(_Section):
     distributed: DistributedConfig = DistributedConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _domains_fit_model(self) -> "UnitConfig":
+        unknown = sorted(set(self.model.domain_channels) - set(self.data.domains))
+        if unknown:
+            listed = ", ".join(self.data.domains) or "none: a two-domain model uses channels_a and channels_b"
+            raise ValueError(f"model.domain_channels names {', '.join(unknown)}, not in data.domains ({listed})")
+        if self.model.num_classes and len(self.domains()) != 2:
+            raise ValueError("model.num_classes > 0 (domain adaptation) needs exactly two domains: source and target")
+        return self
+
+    def domains(self) -> dict[str, str]:
+        """Each domain's key in the networks (its slot) and its folder name under data.root, in order.
+
+        Two-domain models (data.domains empty) keep the slots ``a`` and ``b`` of x1 and x2
+        (``a2b`` metrics, ``--direction``, checkpoints written before N-domain models);
+        N-domain models are keyed by the domain names themselves.
+        """
+        if self.data.domains:
+            return {name: name for name in self.data.domains}
+        return {"a": self.data.domain_a, "b": self.data.domain_b}
+
+    def channels(self) -> dict[str, int]:
+        """Image channels (1 gray, 3 RGB) of each domain slot."""
+        if self.data.domains:
+            return {name: self.model.domain_channels.get(name, 3) for name in self.data.domains}
+        return {"a": self.model.channels_a, "b": self.model.channels_b}
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -1,17 +1,17 @@
-"""Unpaired training data: two image folders read as a deterministic stream of samples.
+"""Unpaired training data: an image folder per domain, read as a deterministic stream of samples.
 
 Sample number ``g`` of the run (counted over all steps, workers and batch slots) is a
 pure function of ``(seed, g)``: which image of each domain (a fresh permutation per
 pass over the folder), the crop offset and the flip. Resuming at step ``s`` therefore
 continues the exact stream without saving any loader state, and distributed workers
-take disjoint interleaved parts of it. Class labels of domain-a images (domain
+take disjoint interleaved parts of it. Class labels of the source domain's images (domain
 adaptation) travel with their image, so they follow the same stream.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -118,21 +118,26 @@ def resize_and_crop(image: Image.Image, load_size: int, crop: int, rng: np.rando
 
 
 class UnpairedSamples(Dataset):
-    """``dataset[g]`` = (x_a, x_b) for global sample number g; see the module docstring.
+    """``dataset[g]`` = (x_1, ..., x_N), one image per domain, for global sample number g; see the module docstring.
 
-    With ``labels_a`` (the class of each of ``files_a``), ``dataset[g]`` = (x_a, x_b, label of x_a).
+    With ``labels`` (the class of each file of the first domain), ``dataset[g]`` = (x_1, ..., x_N, label of x_1).
     """
 
-    def __init__(self, files_a: list[Path], files_b: list[Path], data: DataConfig, channels: tuple[int, int], seed: int,
-                 labels_a: list[int] | None = None):
-        if labels_a is not None and len(labels_a) != len(files_a):
-            raise ValueError(f"{len(labels_a)} labels for {len(files_a)} domain-a images")
-        self.files = (files_a, files_b)
-        self.labels_a = labels_a
+    def __init__(self, files: Sequence[list[Path]], data: DataConfig, channels: Sequence[int], seed: int,
+                 labels: list[int] | None = None):
+        if len(files) != len(channels):
+            raise ValueError(f"{len(files)} domains of files for {len(channels)} channel counts")
+        if labels is not None and len(labels) != len(files[0]):
+            raise ValueError(f"{len(labels)} labels for {len(files[0])} images of the first domain")
+        self.files = tuple(files)
+        self.labels = labels
         self.data = data
-        self.channels = channels
+        self.channels = tuple(channels)
         self.seed = seed
-        self.order = (_Permutations(len(files_a), seed, 0), _Permutations(len(files_b), seed, 1))
+        count = len(self.files)
+        self.order = tuple(_Permutations(len(domain_files), seed, index) for index, domain_files in enumerate(self.files))
+        # Random streams of the crops: numbered after the N permutation streams (two domains: 2 and 3).
+        self.crop_streams = tuple(count + index for index in range(count))
         # data.in_memory: decoded images by (domain, file index), filled on first use (per loader worker).
         self.decoded: dict[tuple[int, int], Image.Image] = {}
 
@@ -154,14 +159,14 @@ class UnpairedSamples(Dataset):
         image = self.image(domain, self.order[domain](sample))
         if image.size == (crop, crop) and load_size == crop and not self.data.flip:
             return pil_to_tensor(image)  # nothing random to draw: the result of resize_and_crop, faster
-        rng = np.random.default_rng([self.seed, 2 + domain, sample])
+        rng = np.random.default_rng([self.seed, self.crop_streams[domain], sample])
         return pil_to_tensor(resize_and_crop(image, load_size, crop, rng, self.data.flip))
 
     def __getitem__(self, sample: int) -> tuple[torch.Tensor, ...]:
-        if self.labels_a is None:
-            return self.load(0, sample), self.load(1, sample)
-        label = self.labels_a[self.order[0](sample)]
-        return self.load(0, sample), self.load(1, sample), torch.tensor(label)
+        images = tuple(self.load(domain, sample) for domain in range(len(self.files)))
+        if self.labels is None:
+            return images
+        return (*images, torch.tensor(self.labels[self.order[0](sample)]))
 
 
 class StepSampler(Sampler[int]):

@@ -1,6 +1,7 @@
 """``unit evaluate``: score a trained model on a test split and draw a visual report.
 
-For each direction (a2b: domain A -> B, b2a: B -> A) every image of
+For each ordered pair of domains (two-domain models: a2b, domain A -> B, and b2a; N-domain
+models: every source2target, e.g. day2night) every image of
 ``<data.root>/<source domain>/<evaluation.split>/`` is translated, and:
 
 * paired metrics, when the target domain's split holds a file of the same name (without
@@ -21,9 +22,12 @@ mismatch instead of the translation. The demo sets render their test split at th
 training size, so there this is the image's own size; ground truth is resized the same way.
 
 Outputs in ``out_dir``: ``metrics.json`` (flat keys such as ``a2b/pixel_accuracy``, numbers
-only, for DVC), ``evaluation.json`` (what was evaluated, data manifest hash, skipped
-metrics and why) and ``report/<direction>.png`` grids: input | translation | cycle
-(| ground truth).
+only, for DVC; N-domain models add ``mean/<metric>`` over the ordered pairs), ``evaluation.json``
+(what was evaluated, data manifest hash, skipped metrics and why) and the report: two-domain
+models ``report/<direction>.png`` grids, input | translation | cycle (| ground truth);
+N-domain models a grid per source domain, ``report/<source>.png``, input | its translation
+to each other domain (| ground truth beside each), and ``pairs.md``, the paired metrics as
+source-by-target tables.
 """
 
 from __future__ import annotations
@@ -53,9 +57,13 @@ from unit_core.metrics import (
     psnr,
 )
 from unit_core.scratch import atomic_write
-from unit_core.translate import DIRECTIONS, SIZE_MULTIPLE, Translator, batches_by_size, translator_from_checkpoint
+from unit_core.translate import Translator, batches_by_size, translator_from_checkpoint
 
 MANIFEST_NAME = "manifest.jsonl"
+#: N-domain models: the paired metrics as source-by-target tables, beside metrics.json.
+PAIRS_TABLE = "pairs.md"
+#: Metrics against a ground-truth image of the target domain.
+PAIRED_METRICS = ("pixel_accuracy", "l1", "psnr")
 #: images (N, C, H, W) in [-1, 1] -> (N, classes) logits or (N,) class indices
 Classifier = Callable[[torch.Tensor], Any]
 
@@ -103,18 +111,6 @@ def load_at_scale(path: Path, channels: int, scale: int) -> Image.Image:
     return image
 
 
-@torch.no_grad()
-def reconstruct(translator: Translator, images: torch.Tensor, domain: str) -> torch.Tensor:
-    """G_domain(E_domain(x)) with the latent mean, padded and cropped like ``Translator.translate_tensor``."""
-    height, width = images.shape[-2:]
-    x = images.to(translator.device)
-    pad_h, pad_w = -height % SIZE_MULTIPLE, -width % SIZE_MULTIPLE
-    if pad_h or pad_w:
-        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-    generator = translator.generator
-    return generator.decode(generator.encode(x, domain), domain)[..., :height, :width].float().cpu()
-
-
 def _pair_key(relative: Path) -> str:
     return relative.with_suffix("").as_posix()
 
@@ -138,9 +134,10 @@ def _scaled_batches(files: list[Path], channels: int, scale: int, batch_size: in
     return batches_by_size(((path, load_at_scale(path, channels, scale)) for path in files), batch_size)
 
 
-def _evaluate_direction(
+def _evaluate_pair(
     translator: Translator,
-    direction: str,
+    source: str,
+    target: str,
     source_files: list[Path],
     source_folder: Path,
     truth_by_key: dict[str, Path],
@@ -150,16 +147,14 @@ def _evaluate_direction(
     batch_size: int,
     extractor: _FeatureExtractor | None,
 ) -> tuple[dict[str, list[float]], list[list[torch.Tensor]], list[np.ndarray]]:
-    source, target = DIRECTIONS[direction]
-    back = f"{target}2{source}"
     values: dict[str, list[float]] = {"recon_l1": [], "cycle_l1": [], "pixel_accuracy": [], "l1": [], "psnr": []}
     rows: list[list[torch.Tensor]] = []
     features: list[np.ndarray] = []
     for batch in _scaled_batches(source_files, translator.channels[source], scale, batch_size):
         x = torch.stack([pil_to_tensor(image) for _, image in batch])
-        translated = translator.translate_tensor(x, direction)
-        cycled = translator.translate_tensor(translated, back)
-        reconstructed = reconstruct(translator, x, source)
+        translated = translator.translate_tensor(x, source, target)
+        cycled = translator.translate_tensor(translated, target, source)
+        reconstructed = translator.translate_tensor(x, source, source)
         if extractor is not None:
             features.append(extractor(translated))
         for index, (path, _) in enumerate(batch):
@@ -183,6 +178,61 @@ def _evaluate_direction(
             if len(rows) < report_count:
                 rows.append(row)
     return values, rows, features
+
+
+def ordered_pairs(domains: dict[str, str]) -> list[tuple[str, str]]:
+    """Every (source, target) of distinct domain slots, in domain order."""
+    return [(source, target) for source in domains for target in domains if source != target]
+
+
+def pair_name(source: str, target: str) -> str:
+    """The metric prefix of a translation: ``a2b`` for two-domain models, ``day2night`` for N domains."""
+    return f"{source}2{target}"
+
+
+def pairs_table(metrics: dict[str, float], domains: dict[str, str]) -> str:
+    """Markdown tables, source domain by row, target by column, of each paired metric that was measured."""
+    lines = []
+    for name in PAIRED_METRICS:
+        if not any(f"{pair_name(s, t)}/{name}" in metrics for s, t in ordered_pairs(domains)):
+            continue
+        lines += [f"{name} (row: source, column: target)", "",
+                  "| source | " + " | ".join(domains.values()) + " |", "|---" * (len(domains) + 1) + "|"]
+        for source, source_name in domains.items():
+            cells = ["" if source == target else f"{metrics.get(f'{pair_name(source, target)}/{name}', float('nan')):.4f}"
+                     for target in domains]
+            lines.append(f"| {source_name} | " + " | ".join(cells) + " |")
+        lines.append("")
+        if f"mean/{name}" in metrics:
+            lines += [f"mean over the {len(ordered_pairs(domains))} ordered pairs: {metrics[f'mean/{name}']:.4f}", ""]
+    return "\n".join(lines)
+
+
+def _domain_grids(pair_rows: dict[tuple[str, str], list[list[torch.Tensor]]], domains: dict[str, str],
+                  folder: Path) -> list[Path]:
+    """One grid per source domain: input, then per other domain its translation (and the truth, when every row has one)."""
+    grids = []
+    for source, source_name in domains.items():
+        targets = [target for target in domains if target != source]
+        count = min(len(pair_rows[source, target]) for target in targets)
+        if not count:
+            continue
+        with_truth = all(len(row) == 4 for target in targets for row in pair_rows[source, target][:count])
+        headings: list[Any] = [source_name]
+        for target in targets:
+            headings.append(domains[target])
+            if with_truth:
+                headings.append((f"true {domains[target]}", "truth"))
+        rows = []
+        for index in range(count):
+            row = [pair_rows[source, targets[0]][index][0]]
+            for target in targets:
+                pair_row = pair_rows[source, target][index]
+                row += [pair_row[1], pair_row[3]] if with_truth else [pair_row[1]]
+            rows.append(row)
+        grids.append(save_grid(rows, folder / f"{source}.png", headings=headings,
+                               row_labels=[f"{source_name} >"] * count))
+    return grids
 
 
 def _real_features(files: list[Path], channels: int, scale: int, batch_size: int, extractor: _FeatureExtractor) -> np.ndarray:
@@ -226,7 +276,7 @@ def evaluate(
     scale: int,
     model_source: str,
     classifier: Classifier | None = None,
-    classifier_domain: str = "b",
+    classifier_domain: str | None = None,
     batch_size: int = 8,
 ) -> EvaluationResult:
     """Evaluate ``translator`` on ``cfg.data.root`` / ``cfg.evaluation.split``; see the module docstring.
@@ -236,7 +286,7 @@ def evaluate(
     """
     out_dir = Path(out_dir)
     data, settings = cfg.data, cfg.evaluation
-    domains = {"a": data.domain_a, "b": data.domain_b}
+    domains = cfg.domains()
     files = {key: domain_images(data.root, name, settings.split) for key, name in domains.items()}
     folders = {key: domain_folder(data.root, name, settings.split) for key, name in domains.items()}
     notes: list[str] = []
@@ -249,37 +299,49 @@ def evaluate(
 
     metrics: dict[str, float] = {}
     report: list[Path] = []
-    for direction, (source, target) in DIRECTIONS.items():
+    pair_rows: dict[tuple[str, str], list[list[torch.Tensor]]] = {}
+    for source, target in ordered_pairs(domains):
+        pair = pair_name(source, target)
         truth_by_key = {_pair_key(path.relative_to(folders[target])): path for path in files[target]}
-        values, rows, features = _evaluate_direction(
-            translator, direction, files[source], folders[source], truth_by_key, scale,
+        values, rows, features = _evaluate_pair(
+            translator, source, target, files[source], folders[source], truth_by_key, scale,
             settings.pixel_tolerance, settings.report_images, batch_size, extractor,
         )
-        metrics[f"{direction}/images"] = float(len(files[source]))
-        metrics[f"{direction}/recon_l1"] = _mean(values["recon_l1"])
-        metrics[f"{direction}/cycle_l1"] = _mean(values["cycle_l1"])
+        metrics[f"{pair}/images"] = float(len(files[source]))
+        metrics[f"{pair}/recon_l1"] = _mean(values["recon_l1"])
+        metrics[f"{pair}/cycle_l1"] = _mean(values["cycle_l1"])
         if values["pixel_accuracy"]:
-            metrics[f"{direction}/paired_images"] = float(len(values["pixel_accuracy"]))
-            for name in ("pixel_accuracy", "l1", "psnr"):
-                metrics[f"{direction}/{name}"] = _mean(values[name])
+            metrics[f"{pair}/paired_images"] = float(len(values["pixel_accuracy"]))
+            for name in PAIRED_METRICS:
+                metrics[f"{pair}/{name}"] = _mean(values[name])
         else:
-            notes.append(f"{direction}: paired metrics skipped: no image of {folders[source]} has a file of the "
+            notes.append(f"{pair}: paired metrics skipped: no image of {folders[source]} has a file of the "
                          f"same name in {folders[target]}")
         if extractor is not None:
             if len(files[source]) < 2 or len(files[target]) < 2:
-                notes.append(f"{direction}: fid/kid skipped: they need at least 2 images in each domain")
+                notes.append(f"{pair}: fid/kid skipped: they need at least 2 images in each domain")
             else:
                 real = _real_features(files[target], translator.channels[target], scale, batch_size, extractor)
                 fake = np.concatenate(features)
-                metrics[f"{direction}/fid"] = frechet_distance(real, fake)
-                metrics[f"{direction}/kid"] = kernel_distance(real, fake)
-        if rows:
+                metrics[f"{pair}/fid"] = frechet_distance(real, fake)
+                metrics[f"{pair}/kid"] = kernel_distance(real, fake)
+        pair_rows[source, target] = rows
+        if rows and len(domains) == 2:
             source_name, target_name = domains[source], domains[target]
             headings = [source_name, ("translation", "transl."), "cycle", (f"true {target_name}", "truth")]
-            report.append(save_grid(rows, out_dir / "report" / f"{direction}.png", headings=headings,
+            report.append(save_grid(rows, out_dir / "report" / f"{pair}.png", headings=headings,
                                     row_labels=[f"{source_name} > {target_name}"] * len(rows)))
+    if len(domains) > 2:
+        report += _domain_grids(pair_rows, domains, out_dir / "report")
+        for name in PAIRED_METRICS:
+            per_pair = [metrics[f"{pair_name(s, t)}/{name}"] for s, t in ordered_pairs(domains)
+                        if f"{pair_name(s, t)}/{name}" in metrics]
+            if per_pair:
+                metrics[f"mean/{name}"] = _mean(per_pair)
+        report.append(atomic_write(out_dir / PAIRS_TABLE, pairs_table(metrics, domains)))
 
     if classifier is not None:
+        classifier_domain = classifier_domain or list(domains)[-1]
         channels = translator.channels[classifier_domain]
         metrics[f"{classifier_domain}/classification_accuracy"] = classify_split(
             classifier, data.root, domains[classifier_domain], settings.split, channels

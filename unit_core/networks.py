@@ -1,25 +1,25 @@
-"""Networks of UNIT: two VAE-GANs joined by a shared latent space.
+"""Networks of UNIT: a VAE-GAN per domain (the paper's two, or N), joined by a shared latent space.
 
 Layout follows the paper (appendix, Table 4) and its NIPS-era code:
 
     E_i = front_i (7x7 conv, two 3x3 stride-2 convs) -> private res blocks_i -> SHARED res blocks
     G_i = SHARED res blocks -> private res blocks_i -> two 3x3 stride-2 transposed convs -> 1x1 transposed conv -> tanh
 
-The shared blocks are single module objects referenced by both domains, so their
-parameters are literally the same tensors and receive gradients from both domains.
-``n_shared = 0`` gives the paper's "no weight sharing" ablation.
+The shared blocks are single module objects referenced by every domain, so their
+parameters are literally the same tensors and receive gradients from all domains; the
+paper's two domains generalise to N encoder/generator pairs around one latent space.
+``n_shared = 0`` removes the weight sharing.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from unit_core.config import ModelConfig
-
-DOMAINS = ("a", "b")
-
 
 def instance_norm(channels: int) -> nn.GroupNorm:
     """Instance norm without affine parameters, as the paper's code.
@@ -107,28 +107,49 @@ class Decoder(nn.Module):
 
 
 class Streams(dict):
-    """Outputs of one generator pass, keyed by name (x_ab = G_b(E_a(x_a)), etc.)."""
+    """Outputs of one generator pass, keyed ``<stream>/<domain>`` for each domain d of the batch:
+
+    ``mu/d`` latent mean of x_d; ``recon/d`` = G_d(z_d); ``trans/d`` = G_t(z_d), x_d translated to
+    its target t of the step; ``mu_cycle/d`` and ``cycle/d`` = G_d(z'), z' ~ q_t(z | trans/d).
+    """
+
+
+def shifted_targets(domains: tuple[str, ...], shift: int) -> dict[str, str]:
+    """Each domain's translation target: the domain ``shift`` places further in the list, cyclically.
+
+    Every domain is then the target of exactly one other, so each discriminator judges one
+    batch of translations per step; with two domains it is always a->b and b->a.
+    """
+    count = len(domains)
+    if not 0 < shift < count:
+        raise ValueError(f"shift {shift} must be within 1..{count - 1} for {count} domains")
+    return {domain: domains[(index + shift) % count] for index, domain in enumerate(domains)}
 
 
 class UNITGenerator(nn.Module):
-    """E1, E2, G1, G2 with the shared latent space; one forward computes every stream the losses need."""
+    """An encoder E_d and a generator G_d per domain, joined by the shared latent space.
 
-    def __init__(self, cfg: ModelConfig):
+    ``channels``: image channels of each domain, keyed by domain slot (``a``/``b`` for the
+    two-domain model, the domain names for N domains). One forward computes every stream
+    the losses need.
+    """
+
+    def __init__(self, cfg: ModelConfig, channels: dict[str, int] | None = None):
         super().__init__()
+        channels = channels or {"a": cfg.channels_a, "b": cfg.channels_b}
         latent = 4 * cfg.width
-        # One module object each, referenced by both domains: weight sharing by identity.
+        self.domains = tuple(channels)
+        # One module object each, referenced by every domain: weight sharing by identity.
         self.enc_shared = _res_stack(cfg.n_shared, latent, cfg)
         self.dec_shared = _res_stack(cfg.n_shared, latent, cfg)
-        self.enc_a = Encoder(cfg.channels_a, cfg, self.enc_shared)
-        self.enc_b = Encoder(cfg.channels_b, cfg, self.enc_shared)
-        self.dec_a = Decoder(cfg.channels_a, cfg, self.dec_shared)
-        self.dec_b = Decoder(cfg.channels_b, cfg, self.dec_shared)
+        self.encoders = nn.ModuleDict({d: Encoder(c, cfg, self.enc_shared) for d, c in channels.items()})
+        self.decoders = nn.ModuleDict({d: Decoder(c, cfg, self.dec_shared) for d, c in channels.items()})
 
     def encode(self, x: torch.Tensor, domain: str) -> torch.Tensor:
-        return (self.enc_a if domain == "a" else self.enc_b)(x)
+        return self.encoders[domain](x)
 
     def decode(self, z: torch.Tensor, domain: str) -> torch.Tensor:
-        return (self.dec_a if domain == "a" else self.dec_b)(z)
+        return self.decoders[domain](z)
 
     def sample(self, mu: torch.Tensor) -> torch.Tensor:
         """z = mu + eps, eps ~ N(0, I): q(z|x) = N(mu, I) (reparameterisation). The mean in eval mode."""
@@ -138,32 +159,36 @@ class UNITGenerator(nn.Module):
         """F_{source->target}(x) = G_target(E_source(x)), using the latent mean."""
         return self.decode(self.encode(x, source), target)
 
-    def forward(self, x_a: torch.Tensor, x_b: torch.Tensor, with_cycle: bool = True) -> Streams:
-        """Reconstruction, translation and (optionally) cycle streams of eq. (2)-(8).
+    def forward(self, images: dict[str, torch.Tensor], targets: dict[str, str], with_cycle: bool = True) -> Streams:
+        """Reconstruction, translation and (optionally) cycle streams of eq. (2)-(8) for every domain of ``images``.
 
-        Under instance norm (per sample) this is the same maths as running E/G per stream,
-        with less work: both domains pass the shared blocks as one batch, and the shared
-        decoder blocks run once per code, not once per target domain. Under batch norm
-        (the digits presets) the shared blocks and each decoder's own layers normalise over
-        the codes of both domains together: batch statistics mixed across domains, the
-        shared-latent-space assumption applied to the statistics too.
+        ``targets`` maps each domain to the one its batch is translated to this step
+        (:func:`shifted_targets`). Under instance norm (per sample) this is the same maths as
+        running E/G per stream, with less work: all domains pass the shared blocks as one
+        batch, and the shared decoder blocks run once per code, not once per target domain.
+        Each G_t renders, in domain order, the codes of its own domain and of the domain
+        translated into it. Under batch norm (the digits presets) the shared blocks and
+        each decoder's own layers thus normalise over codes of several domains together:
+        batch statistics mixed across domains, the shared-latent-space assumption applied
+        to the statistics too.
         """
-        sizes = [len(x_a), len(x_b)]
-        mu = self.enc_shared(torch.cat([self.enc_a.features(x_a), self.enc_b.features(x_b)]))
-        h = self.dec_shared(self.sample(mu))
-        out = Streams()
-        out["mu_a"], out["mu_b"] = mu.split(sizes)
-        out["x_aa"], out["x_ba"] = self.dec_a.render(h).split(sizes)
-        out["x_ab"], out["x_bb"] = self.dec_b.render(h).split(sizes)
+        order = [d for d in self.domains if d in images]
+        sizes = [len(images[d]) for d in order]
+        mu = self.enc_shared(torch.cat([self.encoders[d].features(images[d]) for d in order]))
+        h = dict(zip(order, self.dec_shared(self.sample(mu)).split(sizes)))
+        out = Streams(zip((f"mu/{d}" for d in order), mu.split(sizes)))
+        for target in order:
+            sources = [d for d in order if d == target or targets[d] == target]
+            rendered = self.decoders[target].render(torch.cat([h[d] for d in sources]))
+            for source, part in zip(sources, rendered.split([len(images[d]) for d in sources])):
+                out[f"recon/{source}" if source == target else f"trans/{source}"] = part
         if with_cycle:
-            # x_a -> E_a -> G_b -> E_b -> G_a and back (eq. 5-6: z2 ~ q2(z2 | x_1->2)).
-            mu_cycle = self.enc_shared(
-                torch.cat([self.enc_b.features(out["x_ab"]), self.enc_a.features(out["x_ba"])])
-            )
-            h_ab, h_ba = self.dec_shared(self.sample(mu_cycle)).split(sizes)
-            out["mu_ab"], out["mu_ba"] = mu_cycle.split(sizes)
-            out["x_aba"] = self.dec_a.render(h_ab)
-            out["x_bab"] = self.dec_b.render(h_ba)
+            # x_d -> E_d -> G_t -> E_t -> G_d (eq. 5-6: z' ~ q_t(z | x_{d->t})).
+            mu_cycle = self.enc_shared(torch.cat([self.encoders[targets[d]].features(out[f"trans/{d}"]) for d in order]))
+            h_cycle = self.dec_shared(self.sample(mu_cycle)).split(sizes)
+            for d, mu_d, h_d in zip(order, mu_cycle.split(sizes), h_cycle):
+                out[f"mu_cycle/{d}"] = mu_d
+                out[f"cycle/{d}"] = self.decoders[d].render(h_d)
         return out
 
 
@@ -228,32 +253,48 @@ class MultiScaleDiscriminator(nn.Module):
 
 
 class UNITDiscriminators(nn.Module):
-    """D1 judges real x_a against translations x_ba; D2 real x_b against x_ab.
+    """D_d per domain: real x_d against translations into d.
 
     Domain-adaptation variant (``model.num_classes > 0``, paper section 4): the last
-    ``dis_shared_layers`` layers and the real/fake head are tied between D1 and D2, and a
-    classifier head reads the tied features (trained on labelled domain-a images).
+    ``dis_shared_layers`` layers and the real/fake head are tied between the
+    discriminators, and a classifier head reads the tied features (trained on labelled
+    images of the source domain).
     """
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, channels: dict[str, int] | None = None):
         super().__init__()
+        channels = channels or {"a": cfg.channels_a, "b": cfg.channels_b}
         trunk = judge = None
         if cfg.dis_shared_layers:
             trunk = _dis_stack(None, cfg, cfg.dis_layers - cfg.dis_shared_layers, cfg.dis_layers)
             judge = nn.Conv2d(dis_feature_channels(cfg), 1, 1, 1, 0)
-        self.dis_a = MultiScaleDiscriminator(cfg.channels_a, cfg, trunk, judge)
-        self.dis_b = MultiScaleDiscriminator(cfg.channels_b, cfg, trunk, judge)
+        self.domains = tuple(channels)
+        self.discriminators = nn.ModuleDict({d: MultiScaleDiscriminator(c, cfg, trunk, judge) for d, c in channels.items()})
         self.classifier = nn.Linear(dis_feature_channels(cfg), cfg.num_classes) if cfg.num_classes else None
 
-    def forward(self, x_a: torch.Tensor, x_b: torch.Tensor, with_features: bool = False):
-        return self.dis_a(x_a, with_features), self.dis_b(x_b, with_features)
+    def forward(self, images: dict[str, torch.Tensor], with_features: bool = False) -> dict[str, Any]:
+        """Per domain of ``images``: D_d's logits per scale (with ``with_features``: and its first scale's features)."""
+        return {d: self.discriminators[d](x, with_features) for d, x in images.items()}
 
     def classify(self, x: torch.Tensor, domain: str) -> torch.Tensor:
-        """Class logits of images of either domain, through that domain's first layers and the tied trunk."""
-        dis = (self.dis_a if domain == "a" else self.dis_b).scales[0]
-        return self.class_logits(dis.features(x))
+        """Class logits of images of any domain, through that domain's first layers and the tied trunk."""
+        return self.class_logits(self.discriminators[domain].scales[0].features(x))
 
     def class_logits(self, features: torch.Tensor) -> torch.Tensor:
         if self.classifier is None:
             raise ValueError("this model has no classifier (model.num_classes is 0)")
         return self.classifier(features.mean(dim=(2, 3)))
+
+
+#: Module paths of the two-domain networks before N-domain models, and where they live now.
+LEGACY_PREFIXES = {"enc_a.": "encoders.a.", "enc_b.": "encoders.b.", "dec_a.": "decoders.a.", "dec_b.": "decoders.b.",
+                   "dis_a.": "discriminators.a.", "dis_b.": "discriminators.b."}
+
+
+def upgrade_legacy_state(state: dict[str, Any]) -> dict[str, Any]:
+    """Weights of a two-domain checkpoint written before N-domain models, renamed to today's module paths."""
+    renamed = {}
+    for key, value in state.items():
+        prefix = next((old for old in LEGACY_PREFIXES if key.startswith(old)), None)
+        renamed[LEGACY_PREFIXES[prefix] + key[len(prefix):] if prefix else key] = value
+    return renamed

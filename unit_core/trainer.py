@@ -12,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,14 +24,12 @@ from torch import nn
 from unit_core.checkpoint import restore_weights
 from unit_core.config import UnitConfig
 from unit_core.losses import discriminator_loss, generator_gan_loss, kl_loss, l1_loss
-from unit_core.networks import UNITDiscriminators, UNITGenerator
+from unit_core.networks import UNITDiscriminators, UNITGenerator, shifted_targets
 
 PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-#: The weight (a LossConfig field: the paper's lambda0..lambda4) of each generator term of eq. (2)-(8).
-TERM_WEIGHTS = {
-    "gan_a": "gan", "gan_b": "gan", "kl_a": "kl", "kl_b": "kl", "recon_a": "recon", "recon_b": "recon",
-    "kl_cycle_a": "kl_cycle", "kl_cycle_b": "kl_cycle", "cycle_a": "cycle", "cycle_b": "cycle",
-}
+#: The generator terms of eq. (2)-(8), one of each per domain; each is weighted by the LossConfig
+#: field of its name (the paper's lambda0..lambda4).
+TERM_KINDS = ("gan", "kl", "recon", "kl_cycle", "cycle")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -85,8 +84,9 @@ class UNITTrainer:
         self.last_lr = cfg.optim.lr
         torch.manual_seed(cfg.seed)
         memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-        self.gen = UNITGenerator(cfg.model)
-        self.dis = UNITDiscriminators(cfg.model)
+        self.domains = tuple(cfg.domains())
+        self.gen = UNITGenerator(cfg.model, cfg.channels())
+        self.dis = UNITDiscriminators(cfg.model, cfg.channels())
         for net in (self.gen, self.dis):
             net.apply(init_weights)
             net.to(device=self.device, memory_format=memory_format)
@@ -125,19 +125,35 @@ class UNITTrainer:
     def uses_cycle(self) -> bool:
         return self.cfg.loss.cycle > 0 or self.cfg.loss.kl_cycle > 0
 
+    def targets(self, step: int) -> dict[str, str]:
+        """This step's translation target of each domain: a cyclic shift drawn from (seed, step).
+
+        Each step translates every domain's batch to one other domain, so a step costs N
+        translations, not the N(N-1) of all ordered pairs; over the steps every ordered
+        pair comes up equally often. Drawn from the step number, not from a random state,
+        so a resumed run continues the same sequence. Two domains: always a->b and b->a.
+        """
+        count = len(self.domains)
+        shift = 1 + int(np.random.SeedSequence([self.cfg.seed, step]).generate_state(1)[0]) % (count - 1)
+        return shifted_targets(self.domains, shift)
+
     # ------------------------------------------------------------------ update
-    def train_step(self, x_a: torch.Tensor, x_b: torch.Tensor, labels_a: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def train_step(self, images: Sequence[torch.Tensor], labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """One D update then one G update; returns every loss term (detached, on device, no sync).
 
-        ``labels_a`` (class indices of the domain-a images) are required by the
+        ``images``: one batch per domain, in the order of ``cfg.domains()``. ``labels``
+        (class indices of the first, source domain's images) are required by the
         domain-adaptation variant (``model.num_classes > 0``) and ignored otherwise.
         """
-        x_a, x_b = self.prepare(x_a), self.prepare(x_b)
+        if len(images) != len(self.domains):
+            raise ValueError(f"train_step got {len(images)} image batches for {len(self.domains)} domains")
+        batches = {d: self.prepare(x) for d, x in zip(self.domains, images)}
+        targets = self.targets(self.step)
         self.gen.train()
         self.dis.train()
         with self.autocast():
-            streams = self.gen_forward(x_a, x_b, with_cycle=self.uses_cycle)
-        losses = self.discriminator_step(x_a, x_b, streams, labels_a)
+            streams = self.gen_forward(batches, targets, with_cycle=self.uses_cycle)
+        losses = self.discriminator_step(batches, streams, targets, labels)
 
         # G step against the updated discriminators; their weights need no gradient here,
         # and the unwrapped module is used since nothing of D is synchronised in this pass.
@@ -145,11 +161,11 @@ class UNITTrainer:
         self.dis.requires_grad_(False)
         try:
             with self.autocast():
-                fake_a, fake_b = self.dis(streams["x_ba"], streams["x_ab"])
+                fakes = self.dis({target: streams[f"trans/{source}"] for source, target in targets.items()})
         finally:
             self.dis.requires_grad_(True)
-        terms = self.generator_terms(x_a, x_b, streams, fake_a, fake_b)
-        gen_total = sum(self.term_weight(name) * value for name, value in terms.items())
+        terms = self.generator_terms(batches, streams, fakes)
+        gen_total = sum(getattr(self.cfg.loss, kind) * value for (kind, _), value in terms.items())
         self.gen_scaler.scale(gen_total).backward()
         self.gen_scaler.step(self.gen_opt)
         self.gen_scaler.update()
@@ -158,7 +174,7 @@ class UNITTrainer:
         self.gen_sched.step()
         self.dis_sched.step()
         self.step += 1
-        losses.update({f"gen/{name}": value.detach() for name, value in terms.items()})
+        losses.update({f"gen/{kind}_{domain}": value.detach() for (kind, domain), value in terms.items()})
         losses["gen/total"] = gen_total.detach()
         return losses
 
@@ -166,80 +182,94 @@ class UNITTrainer:
     def adapts(self) -> bool:
         return self.cfg.model.num_classes > 0
 
-    def discriminator_step(self, x_a, x_b, streams, labels_a) -> dict[str, torch.Tensor]:
-        """D update: real images against this step's (detached) translations, one forward per D.
+    def discriminator_step(self, images, streams, targets, labels) -> dict[str, torch.Tensor]:
+        """D update: each D_d judges real x_d against this step's (detached) translation into d, one forward each.
 
-        Domain adaptation adds, on the tied D features: cross-entropy of the domain-a
-        images' labels, and the L1 distance between the features of each generated pair
-        decoded from one latent code, (x_aa, x_ab) and (x_ba, x_bb).
+        Domain adaptation (two domains, source s labelled, target t) adds, on the tied D
+        features: cross-entropy of the source images' labels, and the L1 distance between
+        the features of each generated pair decoded from one latent code, (x_ss, x_st)
+        and (x_ts, x_tt).
         """
-        weights, mode, n = self.cfg.loss, self.cfg.loss.gan_mode, len(x_a)
-        fakes_a, fakes_b = [streams["x_ba"].detach()], [streams["x_ab"].detach()]
-        if self.adapts:
-            if labels_a is None:
-                raise ValueError("model.num_classes > 0 (domain adaptation) needs labels for the domain-a images")
-            fakes_a.append(streams["x_aa"].detach())
-            fakes_b.append(streams["x_bb"].detach())
+        weights, mode = self.cfg.loss, self.cfg.loss.gan_mode
+        translated_into = {target: source for source, target in targets.items()}
+        batches = {}
+        for domain, real in images.items():
+            parts = [real, streams[f"trans/{translated_into[domain]}"].detach()]
+            if self.adapts:
+                parts.append(streams[f"recon/{domain}"].detach())
+            batches[domain] = torch.cat(parts)
+        if self.adapts and labels is None:
+            raise ValueError("model.num_classes > 0 (domain adaptation) needs labels for the source domain's images")
+        source, target = self.domains[0], self.domains[-1]
+        n = len(images[source])
         self.dis_opt.zero_grad(set_to_none=True)
         with self.autocast():
-            (logits_a, features_a), (logits_b, features_b) = self.dis_forward(
-                torch.cat([x_a, *fakes_a]), torch.cat([x_b, *fakes_b]), with_features=True
-            )
+            outputs = self.dis_forward(batches, with_features=True)
             # Under autocast too: the features are bf16/fp16 there, the classifier's weights fp32.
-            class_logits = self.dis.class_logits(features_a[:n]).float() if self.adapts else None
-        dis_a = discriminator_loss([o[:n] for o in logits_a], [o[n : 2 * n] for o in logits_a], mode)
-        dis_b = discriminator_loss([o[:n] for o in logits_b], [o[n : 2 * n] for o in logits_b], mode)
-        total = weights.gan * (dis_a + dis_b)
-        losses = {"dis/a": dis_a, "dis/b": dis_b}
+            class_logits = self.dis.class_logits(outputs[source][1][:n]).float() if self.adapts else None
+        losses = {}
+        for domain, (logits, _) in outputs.items():
+            count = len(images[domain])
+            losses[f"dis/{domain}"] = discriminator_loss([o[:count] for o in logits], [o[count : 2 * count] for o in logits], mode)
+        total = weights.gan * sum(losses.values())
         if self.adapts:
-            labels = labels_a.to(self.device)
+            labels = labels.to(self.device)
+            features_s, features_t = outputs[source][1], outputs[target][1]
             classifier = F.cross_entropy(class_logits, labels)
-            feature = l1_loss(features_a[2 * n :], features_b[n : 2 * n]) + l1_loss(features_a[n : 2 * n], features_b[2 * n :])
+            feature = l1_loss(features_s[2 * n :], features_t[n : 2 * n]) + l1_loss(features_s[n : 2 * n], features_t[2 * n :])
             total = total + weights.classifier * classifier + weights.feature * feature
             losses |= {"dis/classifier": classifier, "dis/feature": feature,
-                       "dis/accuracy_a": (class_logits.argmax(1) == labels).float().mean()}
+                       f"dis/accuracy_{source}": (class_logits.argmax(1) == labels).float().mean()}
         self.dis_scaler.scale(total).backward()
         self.dis_scaler.step(self.dis_opt)
         self.dis_scaler.update()
         losses["dis/total"] = total
         return {name: value.detach() for name, value in losses.items()}
 
-    def generator_terms(self, x_a, x_b, streams, fake_a, fake_b) -> dict[str, torch.Tensor]:
-        """Unweighted terms of eq. (2)-(8); TERM_WEIGHTS names each one's lambda."""
-        mode = self.cfg.loss.gan_mode
-        kl_a, kl_b = kl_loss(streams["mu_a"]), kl_loss(streams["mu_b"])
-        terms = {
-            "gan_a": generator_gan_loss(fake_a, mode),  # D1 on x_ba
-            "gan_b": generator_gan_loss(fake_b, mode),  # D2 on x_ab
-            "kl_a": kl_a,
-            "kl_b": kl_b,
-            "recon_a": l1_loss(streams["x_aa"], x_a),
-            "recon_b": l1_loss(streams["x_bb"], x_b),
-        }
-        if self.uses_cycle:
-            # Each cycle stream has its own two KL terms (eq. 5-6): of x and of its translation.
-            terms["kl_cycle_a"] = kl_a + kl_loss(streams["mu_ab"])
-            terms["kl_cycle_b"] = kl_b + kl_loss(streams["mu_ba"])
-            terms["cycle_a"] = l1_loss(streams["x_aba"], x_a)
-            terms["cycle_b"] = l1_loss(streams["x_bab"], x_b)
-        return terms
+    def generator_terms(self, images, streams, fakes) -> dict[tuple[str, str], torch.Tensor]:
+        """Unweighted terms of eq. (2)-(8), keyed (kind, domain); each kind is a LossConfig weight (TERM_KINDS).
 
-    def term_weight(self, name: str) -> float:
-        return getattr(self.cfg.loss, TERM_WEIGHTS[name])
+        ``gan`` of domain d: D_d on the translation into d; the others: of the streams that
+        start from x_d.
+        """
+        mode = self.cfg.loss.gan_mode
+        terms: dict[tuple[str, str], torch.Tensor] = {}
+        for domain, logits in fakes.items():
+            terms["gan", domain] = generator_gan_loss(logits, mode)
+        for domain, real in images.items():
+            kl = kl_loss(streams[f"mu/{domain}"])
+            terms["kl", domain] = kl
+            terms["recon", domain] = l1_loss(streams[f"recon/{domain}"], real)
+            if self.uses_cycle:
+                # Each cycle stream has its own two KL terms (eq. 5-6): of x and of its translation.
+                terms["kl_cycle", domain] = kl + kl_loss(streams[f"mu_cycle/{domain}"])
+                terms["cycle", domain] = l1_loss(streams[f"cycle/{domain}"], real)
+        return terms
 
     # --------------------------------------------------------------- inference
     @torch.no_grad()
-    def sample_rows(self, x_a: torch.Tensor, x_b: torch.Tensor) -> list[list[torch.Tensor]]:
-        """Rows of input | reconstruction | translation | cycle, a->b then b->a (latent means)."""
+    def sample_rows(self, fixed: dict[str, torch.Tensor]) -> list[list[torch.Tensor]]:
+        """Rows of the sample grid, latent means; ``fixed``: images per domain.
+
+        Two domains: input | reconstruction | translation | cycle, a->b then b->a. N domains:
+        input | its image in each domain (its own: the reconstruction), a block of rows per domain.
+        """
         self.gen.eval()
         try:
-            x_a, x_b = self.prepare(x_a), self.prepare(x_b)
+            batches = {d: self.prepare(x) for d, x in fixed.items()}
             with self.autocast():
-                streams = self.gen(x_a, x_b, with_cycle=True)
+                if len(self.domains) == 2:
+                    streams = self.gen(batches, self.targets(0), with_cycle=True)
+                    rows = [[x[i], streams[f"recon/{d}"][i], streams[f"trans/{d}"][i], streams[f"cycle/{d}"][i]]
+                            for d, x in batches.items() for i in range(len(x))]
+                else:
+                    rows = []
+                    for source, x in batches.items():
+                        z = self.gen.encode(x, source)
+                        outputs = [self.gen.decode(z, target) for target in self.domains]
+                        rows += [[x[i], *(output[i] for output in outputs)] for i in range(len(x))]
         finally:
             self.gen.train()
-        rows = [[x_a[i], streams["x_aa"][i], streams["x_ab"][i], streams["x_aba"][i]] for i in range(len(x_a))]
-        rows += [[x_b[i], streams["x_bb"][i], streams["x_ba"][i], streams["x_bab"][i]] for i in range(len(x_b))]
         return [[t.float().cpu() for t in row] for row in rows]
 
     # ------------------------------------------------------------------- state

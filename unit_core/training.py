@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from unit_core.checkpoint import CheckpointError, atomic_torch_save, link_or_copy_atomic, load_checkpoint, make_checkpoint
-from unit_core.config import UnitConfig
+from unit_core.config import ModelConfig, UnitConfig
 from unit_core.data import StepSampler, UnpairedSamples, domain_folder, domain_images, fixed_samples, image_labels
 from unit_core.images import save_grid
 from unit_core.scratch import atomic_write, remove_stale
@@ -106,11 +106,16 @@ def run_paths(out_dir: Path) -> dict[str, Path]:
 
 
 def check_same_model(cfg: UnitConfig, checkpoint_config: dict, source: Path) -> None:
-    saved = checkpoint_config.get("model", {})
-    current = cfg.model.model_dump(mode="json")
+    """The architecture: model.*, and data.domains, which names the networks of an N-domain model."""
+    # Keys a checkpoint predates take their defaults, as when its configuration is loaded.
+    saved_model = {**ModelConfig().model_dump(mode="json"), **checkpoint_config.get("model", {})}
+    saved = {f"model.{key}": value for key, value in saved_model.items()}
+    saved["data.domains"] = checkpoint_config.get("data", {}).get("domains", [])
+    current = {f"model.{key}": value for key, value in cfg.model.model_dump(mode="json").items()}
+    current["data.domains"] = list(cfg.data.domains)
     differing = sorted(key for key in current if saved.get(key) != current[key])
     if differing:
-        details = ", ".join(f"model.{key}: checkpoint {saved.get(key)!r} vs params {current[key]!r}" for key in differing)
+        details = ", ".join(f"{key}: checkpoint {saved.get(key)!r} vs params {current[key]!r}" for key in differing)
         raise CheckpointError(f"{source}: the checkpoint's architecture differs from the configuration: {details}")
 
 
@@ -146,17 +151,22 @@ def _prune(checkpoint_dir: Path, keep: int) -> None:
         old.unlink(missing_ok=True)
 
 
-def save_training_state(trainer: UNITTrainer, paths: dict[str, Path], keep: int, fixed: tuple[torch.Tensor, torch.Tensor]) -> tuple[Path, Path]:
+def save_training_state(trainer: UNITTrainer, paths: dict[str, Path], keep: int, fixed: dict[str, torch.Tensor]) -> tuple[Path, Path]:
     """Write the numbered checkpoint + latest.pt and the sample grid of the current step."""
     name = f"step_{trainer.step:08d}"
     payload = make_checkpoint(trainer.cfg.to_dict(), trainer.step, trainer.state_dict())
     checkpoint = atomic_torch_save(payload, paths["checkpoints"] / f"{name}.pt")
     link_or_copy_atomic(checkpoint, paths["latest"])
     _prune(paths["checkpoints"], keep)
-    data, count = trainer.cfg.data, len(fixed[0])
-    labels = [f"{data.domain_a} > {data.domain_b}"] * count + [f"{data.domain_b} > {data.domain_a}"] * len(fixed[1])
-    grid = save_grid(trainer.sample_rows(*fixed), paths["samples"] / f"{name}.png", headings=SAMPLE_HEADINGS,
-                     row_labels=labels)
+    names = trainer.cfg.domains()
+    if len(names) == 2:
+        (a, name_a), (b, name_b) = names.items()
+        headings = SAMPLE_HEADINGS
+        labels = [f"{name_a} > {name_b}"] * len(fixed[a]) + [f"{name_b} > {name_a}"] * len(fixed[b])
+    else:
+        headings = ("input", *names.values())
+        labels = [names[domain] for domain, images in fixed.items() for _ in range(len(images))]
+    grid = save_grid(trainer.sample_rows(fixed), paths["samples"] / f"{name}.png", headings=headings, row_labels=labels)
     return checkpoint, grid
 
 
@@ -201,21 +211,18 @@ def fit(
         torch.set_num_threads(cfg.train.threads)
     writer = parallel.writes_files
 
-    data = cfg.data
-    files_a = domain_images(data.root, data.domain_a, "train")
-    files_b = domain_images(data.root, data.domain_b, "train")
-    for domain, files in ((data.domain_a, files_a), (data.domain_b, files_b)):
-        if writer and len(files) < FEW_IMAGES:
-            warnings.warn(f"{domain_folder(data.root, domain, 'train')}: only {len(files)} training image(s) in domain "
+    data, domains, channels = cfg.data, cfg.domains(), cfg.channels()
+    files = {slot: domain_images(data.root, name, "train") for slot, name in domains.items()}
+    for slot, domain in domains.items():
+        if writer and len(files[slot]) < FEW_IMAGES:
+            warnings.warn(f"{domain_folder(data.root, domain, 'train')}: only {len(files[slot])} training image(s) in domain "
                           f"{domain!r}; a translation is learnt from hundreds or more (fewer than {FEW_IMAGES} is almost "
                           f"certainly a mistake in the data)")
-    # Domain adaptation learns classes from domain a only; domain b's labels are never read.
-    labels_a = image_labels(data.root, data.domain_a, "train", files_a, cfg.model.num_classes) if cfg.model.num_classes else None
-    channels = (cfg.model.channels_a, cfg.model.channels_b)
-    fixed = (
-        fixed_samples(data.root, data.domain_a, channels[0], data, cfg.train.sample_count),
-        fixed_samples(data.root, data.domain_b, channels[1], data, cfg.train.sample_count),
-    ) if writer else None
+    # Domain adaptation learns classes from the first (source) domain only; the target's labels are never read.
+    first, first_name = next(iter(domains.items()))
+    labels = image_labels(data.root, first_name, "train", files[first], cfg.model.num_classes) if cfg.model.num_classes else None
+    fixed = {slot: fixed_samples(data.root, name, channels[slot], data, cfg.train.sample_count)
+             for slot, name in domains.items()} if writer else None
 
     trainer = UNITTrainer(cfg, device)
     if resume:
@@ -245,7 +252,8 @@ def fit(
             remove_stale(folder)  # what a killed run was writing
         paths["config"].write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
 
-    loader = training_loader(cfg, UnpairedSamples(files_a, files_b, data, channels, cfg.seed, labels_a), trainer.step,
+    samples = UnpairedSamples(list(files.values()), data, list(channels.values()), cfg.seed, labels)
+    loader = training_loader(cfg, samples, trainer.step,
                              parallel.rank, parallel.world_size, pin_memory=device.type == "cuda")
     # Unchanged if no step is left to run (resuming a finished run).
     checkpoint, grid = paths["latest"], paths["samples"] / f"step_{trainer.step:08d}.png"
@@ -256,8 +264,8 @@ def fit(
     bar = tqdm(total=cfg.train.max_steps, initial=trainer.step, disable=not (progress and writer), unit="step",
                dynamic_ncols=True)
     with bar, (paths["log"].open("a", encoding="utf-8") if writer else contextlib.nullcontext()) as log:
-        for batch in loader:  # (x_a, x_b) or, with labels_a, (x_a, x_b, labels of x_a)
-            losses = trainer.train_step(*batch)
+        for batch in loader:  # an image batch per domain, then with labels those of the source domain's images
+            losses = trainer.train_step(batch[: len(domains)], batch[len(domains)] if labels is not None else None)
             for name, value in losses.items():
                 sums[name] = sums[name] + value if name in sums else value.clone()
             window_steps += 1
@@ -273,7 +281,7 @@ def fit(
                     log.flush()
                     bar.set_postfix(
                         G=f"{metrics['gen/total']:.3f}", D=f"{metrics['dis/total']:.3f}",
-                        recon=f"{metrics['gen/recon_a']:.3f}", pairs_s=f"{metrics['pairs_per_sec']:.2f}",
+                        recon=f"{metrics[f'gen/recon_{first}']:.3f}", pairs_s=f"{metrics['pairs_per_sec']:.2f}",
                     )
                     for callback in callbacks:
                         callback.on_log(step, metrics)

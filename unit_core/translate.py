@@ -1,4 +1,4 @@
-"""Translation F_{1->2}(x) = G2(E1(x)) and F_{2->1} of images of any size with a trained generator."""
+"""Translation F_{s->t}(x) = G_t(E_s(x)) between any two domains, images of any size, with a trained generator."""
 
 from __future__ import annotations
 
@@ -15,14 +15,23 @@ from unit_core.images import pil_to_tensor, tensor_to_pil, to_mode
 from unit_core.networks import UNITGenerator
 from unit_core.trainer import resolve_device
 
-DIRECTIONS = {"a2b": ("a", "b"), "b2a": ("b", "a")}
+#: Two-domain models: the direction names of their two translations (x1 -> x2 and back).
+DIRECTIONS = ("a2b", "b2a")
 SIZE_MULTIPLE = 4  # two stride-2 layers
 
 
 class Translator:
-    def __init__(self, generator: UNITGenerator, channels: dict[str, int], device: torch.device, autocast_dtype: torch.dtype | None = None):
+    """F_{s->t} between any two domains of a trained model.
+
+    Domains are named by slot (``a``/``b`` of a two-domain model, the domain names of an
+    N-domain one) or by folder name (``names``: slot -> folder name, e.g. ``a`` -> ``day``).
+    """
+
+    def __init__(self, generator: UNITGenerator, channels: dict[str, int], device: torch.device,
+                 autocast_dtype: torch.dtype | None = None, names: dict[str, str] | None = None):
         self.generator = generator.eval().to(device)
         self.channels = channels
+        self.names = names or {slot: slot for slot in channels}
         self.device = device
         self.autocast_dtype = autocast_dtype
 
@@ -30,10 +39,34 @@ class Translator:
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> "Translator":
         return translator_from_checkpoint(path, device)[0]
 
+    @property
+    def domains(self) -> tuple[str, ...]:
+        return tuple(self.channels)
+
+    def domain(self, name: str) -> str:
+        """The slot of a domain given by slot or by folder name; a ValueError listing the choices otherwise."""
+        if name in self.channels:
+            return name
+        slots = [slot for slot, folder in self.names.items() if folder == name]
+        if len(slots) == 1:
+            return slots[0]
+        choices = ", ".join(f"{slot} ({self.names[slot]})" if self.names[slot] != slot else slot for slot in self.channels)
+        raise ValueError(f"unknown domain {name!r}: this model translates among {choices}")
+
+    def direction(self, direction: str) -> tuple[str, str]:
+        """(source, target) of ``a2b`` / ``b2a``; only two-domain models have these directions."""
+        if direction not in DIRECTIONS:
+            raise ValueError(f"unknown direction {direction!r}: use a2b or b2a")
+        if len(self.domains) != 2:
+            raise ValueError(f"direction {direction!r} names one of two domains, but this model has {len(self.domains)} "
+                             f"({', '.join(self.domains)}): give the source and target domains instead")
+        first, second = self.domains
+        return (first, second) if direction == "a2b" else (second, first)
+
     @torch.no_grad()
-    def translate_tensor(self, images: torch.Tensor, direction: str) -> torch.Tensor:
-        """(N, C, H, W) in [-1, 1], any H and W: reflect-padded to a multiple of 4, cropped back."""
-        source, target = DIRECTIONS[direction]
+    def translate_tensor(self, images: torch.Tensor, source: str, target: str) -> torch.Tensor:
+        """(N, C, H, W) in [-1, 1], any H and W: replicate-padded to a multiple of 4, cropped back."""
+        source, target = self.domain(source), self.domain(target)
         height, width = images.shape[-2:]
         pad_h, pad_w = -height % SIZE_MULTIPLE, -width % SIZE_MULTIPLE
         x = images.to(self.device)
@@ -44,12 +77,12 @@ class Translator:
             y = self.generator.translate(x, source, target)
         return y[..., :height, :width].float().cpu()
 
-    def translate_images(self, images: list[Image.Image], direction: str) -> list[Image.Image]:
+    def translate_images(self, images: list[Image.Image], source: str, target: str) -> list[Image.Image]:
         """Translate PIL images of one size; any mode in, the target domain's mode out (alpha kept)."""
-        source, _ = DIRECTIONS[direction]
+        source, target = self.domain(source), self.domain(target)
         alphas = [image.getchannel("A") if image.mode in ("RGBA", "LA") else None for image in images]
         batch = torch.stack([pil_to_tensor(to_mode(image, self.channels[source])) for image in images])
-        outputs = [tensor_to_pil(t) for t in self.translate_tensor(batch, direction)]
+        outputs = [tensor_to_pil(t) for t in self.translate_tensor(batch, source, target)]
         for index, alpha in enumerate(alphas):
             if alpha is not None:
                 outputs[index] = outputs[index].convert("RGBA" if outputs[index].mode == "RGB" else "LA")
@@ -60,8 +93,7 @@ class Translator:
 def translator_from_checkpoint(path: str | Path, device: str = "auto") -> tuple[Translator, UnitConfig]:
     """The translator of a checkpoint and the configuration it was trained with (one file read)."""
     cfg, generator = load_generator(path)
-    channels = {"a": cfg.model.channels_a, "b": cfg.model.channels_b}
-    return Translator(generator, channels, resolve_device(device)), cfg
+    return Translator(generator, cfg.channels(), resolve_device(device), names=cfg.domains()), cfg
 
 
 def batches_by_size(images: Iterable[tuple[Path, Image.Image]], batch_size: int) -> Iterator[list[tuple[Path, Image.Image]]]:

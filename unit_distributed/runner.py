@@ -98,7 +98,7 @@ def train_distributed(
     _check_run_folder(storage, resume)
     if _starts_local_ray():
         # The workers will run on this machine: a wrong data path fails here, not in every restarted worker.
-        for domain in (cfg.data.domain_a, cfg.data.domain_b):
+        for domain in cfg.domains().values():
             domain_images(cfg.data.root, domain, "train")
 
     with _ray_for_run(cfg.distributed) as on_local_instance:

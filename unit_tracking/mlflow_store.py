@@ -48,7 +48,7 @@ import unit_core
 import unit_tracking
 from unit_core.checkpoint import atomic_torch_save, load_checkpoint, make_checkpoint, restore_weights, stored_config
 from unit_core.config import UnitConfig
-from unit_core.evaluation import manifest_sha256
+from unit_core.evaluation import PAIRS_TABLE, manifest_sha256
 from unit_core.networks import UNITGenerator
 from unit_core.scratch import atomic_write
 from unit_tracking import TrackingError, pyfunc_model
@@ -418,7 +418,7 @@ def log_translator_model(checkpoint_payload: dict[str, Any]) -> str:
             # The packages themselves travel with the model: a serving environment needs only pip_requirements.
             code_paths=[str(Path(unit_core.__file__).parent), str(Path(unit_tracking.__file__).parent)],
             signature=pyfunc_model.model_signature(),
-            input_example=pyfunc_model.input_example(),
+            input_example=pyfunc_model.input_example(list(stored_config(checkpoint_payload, "checkpoint").domains().values())),
             pip_requirements=pyfunc_model.pip_requirements(),
         )
     return info.model_uri
@@ -456,7 +456,7 @@ def register_model(
 
     ``cfg`` supplies the tracking and evaluation settings (the preset); the model's own
     configuration comes from the checkpoint. Files beside ``metrics_path`` written by
-    ``unit evaluate`` (``evaluation.json``, ``report/``) are logged too.
+    ``unit evaluate`` (``evaluation.json``, ``pairs.md``, ``report/``) are logged too.
     """
     uri = check_tracking_reachable(cfg)
     checkpoint, metrics_path = Path(checkpoint), Path(metrics_path)
@@ -481,7 +481,7 @@ def register_model(
     eval_settings = json.dumps({key: record.get(key) for key in METRIC_DEFINING_SETTINGS}, sort_keys=True)
     payload = load_checkpoint(checkpoint, map_location="cpu")
     stored = stored_config(payload, checkpoint)
-    restore_weights(UNITGenerator(stored.model), payload, "gen", checkpoint)  # what the logged model will load
+    restore_weights(UNITGenerator(stored.model, stored.channels()), payload, "gen", checkpoint)  # what the logged model will load
     # What trained the model, with the preset's evaluation and tracking settings it is judged by.
     model_cfg = stored.model_copy(update={"evaluation": cfg.evaluation, "tracking": cfg.tracking})
     client = MlflowClient(uri)
@@ -493,6 +493,9 @@ def register_model(
         mlflow.log_artifact(str(metrics_path), "evaluation")
         if evaluation_info.is_file():
             mlflow.log_artifact(str(evaluation_info), "evaluation")
+        pairs = metrics_path.parent / PAIRS_TABLE  # N-domain models: the per-pair tables
+        if pairs.is_file():
+            mlflow.log_artifact(str(pairs), "evaluation")
         report = metrics_path.parent / "report"
         if report.is_dir():
             mlflow.log_artifacts(str(report), "evaluation/report")

@@ -2,13 +2,16 @@
 
 Input: a pandas DataFrame with one column ``image`` of encoded images (PNG, JPEG, ... as
 bytes; over HTTP the scoring server base64-decodes binary columns), any size and mode.
-Parameter ``direction``: ``a2b`` (default) or ``b2a``. Output: a DataFrame with one
+Parameters: ``source`` and ``target``, the domains to translate between (by name, e.g.
+``husky`` and ``corgi``, or by slot); or, for two-domain models, ``direction``: ``a2b``
+(the default when no source and target are given) or ``b2a``. Output: a DataFrame with one
 column ``image`` of PNG bytes, each the size of its input (base64 in HTTP answers).
 
 Request to ``mlflow models serve``::
 
     POST /invocations
     {"dataframe_split": {"columns": ["image"], "data": [["<base64 PNG>"]]}, "params": {"direction": "b2a"}}
+    {"dataframe_split": {"columns": ["image"], "data": [["<base64 PNG>"]]}, "params": {"source": "day", "target": "snow"}}
 
 The model is logged "from code" (:mod:`unit_tracking.model_code`): MLflow stores that file,
 not a cloudpickle of this class, so loading the model unpickles nothing; the weights are a
@@ -33,10 +36,11 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 from PIL import Image, ImageOps
 
-from unit_core.translate import DIRECTIONS, Translator, batches_by_size
+from unit_core.translate import Translator, batches_by_size
 
 IMAGE_COLUMN = "image"
 DIRECTION_PARAM = "direction"
+SOURCE_PARAM, TARGET_PARAM = "source", "target"
 DEFAULT_DIRECTION = "a2b"
 CHECKPOINT_ARTIFACT = "checkpoint"
 #: device the served model runs on; "auto" picks a GPU when there is one
@@ -75,40 +79,54 @@ def encode_png(image: Image.Image) -> bytes:
 
 
 class UnitTranslatorModel(mlflow.pyfunc.PythonModel):
-    """Translates the images of a DataFrame with F_{a->b} or F_{b->a} of a trained UNIT."""
+    """Translates the images of a DataFrame with F_{s->t} of a trained UNIT, between any two of its domains."""
 
     def load_context(self, context) -> None:
         checkpoint = context.artifacts[CHECKPOINT_ARTIFACT]
         self.translator = Translator.from_checkpoint(checkpoint, device=os.environ.get(DEVICE_ENV, "auto"))
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        direction = (params or {}).get(DIRECTION_PARAM, DEFAULT_DIRECTION)
-        if direction not in DIRECTIONS:
-            raise _bad_input(f"parameter '{DIRECTION_PARAM}' must be one of {sorted(DIRECTIONS)}, got {direction!r}")
+        source, target = self.pair(params or {})
         if IMAGE_COLUMN not in model_input.columns:
             raise _bad_input(f"input needs a column '{IMAGE_COLUMN}' of encoded images, got columns {list(model_input.columns)}")
         images = [(row, decode_image(value, row)) for row, value in enumerate(model_input[IMAGE_COLUMN])]
         outputs: list[bytes] = []
         # Consecutive images of one size are translated as one batch.
         for batch in batches_by_size(images, batch_size=8):
-            translated = self.translator.translate_images([image for _, image in batch], direction)
+            translated = self.translator.translate_images([image for _, image in batch], source, target)
             outputs += [encode_png(image) for image in translated]
         return pd.DataFrame({IMAGE_COLUMN: outputs})
+
+    def pair(self, params: dict) -> tuple[str, str]:
+        """(source, target) slots from the request's parameters; a 400 answer naming the problem otherwise."""
+        source, target = params.get(SOURCE_PARAM) or "", params.get(TARGET_PARAM) or ""
+        try:
+            if source or target:
+                if not (source and target):
+                    raise ValueError(f"parameters '{SOURCE_PARAM}' and '{TARGET_PARAM}' go together; got only one")
+                return self.translator.domain(source), self.translator.domain(target)
+            return self.translator.direction(params.get(DIRECTION_PARAM) or DEFAULT_DIRECTION)
+        except ValueError as exc:
+            raise _bad_input(str(exc)) from None
 
 
 def model_signature() -> ModelSignature:
     return ModelSignature(
         inputs=Schema([ColSpec(DataType.binary, IMAGE_COLUMN)]),
         outputs=Schema([ColSpec(DataType.binary, IMAGE_COLUMN)]),
-        params=ParamSchema([ParamSpec(DIRECTION_PARAM, DataType.string, DEFAULT_DIRECTION)]),
+        params=ParamSchema([
+            ParamSpec(DIRECTION_PARAM, DataType.string, ""),
+            ParamSpec(SOURCE_PARAM, DataType.string, ""),
+            ParamSpec(TARGET_PARAM, DataType.string, ""),
+        ]),
     )
 
 
-def input_example() -> tuple[pd.DataFrame, dict[str, str]]:
-    """A 16x16 RGB gradient as PNG with the default direction; MLflow checks the model on it when logging."""
+def input_example(domains: list[str]) -> tuple[pd.DataFrame, dict[str, str]]:
+    """A 16x16 RGB gradient as PNG, from the first domain to the second; MLflow checks the model on it when logging."""
     ramp = bytes(value for y in range(16) for x in range(16) for value in (16 * x, 16 * y, 128))
     image = Image.frombytes("RGB", (16, 16), ramp)
-    return pd.DataFrame({IMAGE_COLUMN: [encode_png(image)]}), {DIRECTION_PARAM: DEFAULT_DIRECTION}
+    return pd.DataFrame({IMAGE_COLUMN: [encode_png(image)]}), {SOURCE_PARAM: domains[0], TARGET_PARAM: domains[1]}
 
 
 def pip_requirements() -> list[str]:
