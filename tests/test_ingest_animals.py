@@ -21,6 +21,7 @@ import preprocessing.pipeline as pipeline
 from preprocessing.animals import (
     CAT_PRESET,
     DOG_PRESET,
+    PRESETS,
     REVIEW_NAME,
     ingest_animals,
     parse_classes,
@@ -108,7 +109,8 @@ def test_preset_domains_are_the_ingest_class_names(preset: str) -> None:
     config = yaml.safe_load((Path(__file__).parents[1] / "presets" / f"{preset}.yaml").read_text(encoding="utf-8"))
     args = config["ingest"]["args"]
     classes = parse_classes([args[index + 1] for index, arg in enumerate(args) if arg == "--class"])
-    assert {config["data"]["domain_a"], config["data"]["domain_b"]} <= set(classes)
+    # the paper's breeds / species, one domain each, named as the ingest names its class folders
+    assert config["data"]["domains"] == list(PRESETS[preset]) == list(classes)
 
 
 def test_classes_are_matched_with_their_kind_of_templates() -> None:

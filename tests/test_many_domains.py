@@ -188,8 +188,9 @@ def test_evaluation_scores_every_ordered_pair(trained, conditions_root, tmp_path
     assert {key.split("/")[0] for key in result.metrics} == pairs | {"mean"}
     for pair in pairs:
         assert 0.0 <= result.metrics[f"{pair}/pixel_accuracy"] <= 1.0 and result.metrics[f"{pair}/paired_images"] == 2
-    mean = sum(result.metrics[f"{pair}/pixel_accuracy"] for pair in pairs) / 12
-    assert result.metrics["mean/pixel_accuracy"] == pytest.approx(mean)
+    for name in ("pixel_accuracy", "cycle_l1"):
+        mean = sum(result.metrics[f"{pair}/{name}"] for pair in pairs) / 12
+        assert result.metrics[f"mean/{name}"] == pytest.approx(mean)
     table = (tmp_path / "eval" / "pairs.md").read_text()
     night_row = next(line for line in table.splitlines() if line.startswith("| night |"))
     assert f"{result.metrics['night2snow/pixel_accuracy']:.4f}" in night_row.split("|")[5]  # row night, column snow

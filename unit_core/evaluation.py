@@ -22,7 +22,8 @@ mismatch instead of the translation. The demo sets render their test split at th
 training size, so there this is the image's own size; ground truth is resized the same way.
 
 Outputs in ``out_dir``: ``metrics.json`` (flat keys such as ``a2b/pixel_accuracy``, numbers
-only, for DVC; N-domain models add ``mean/<metric>`` over the ordered pairs), ``evaluation.json``
+only, for DVC; N-domain models add ``mean/<metric>`` over the ordered pairs, for each metric
+every pair has), ``evaluation.json``
 (what was evaluated, data manifest hash, skipped metrics and why) and the report: two-domain
 models ``report/<direction>.png`` grids, input | translation | cycle (| ground truth);
 N-domain models a grid per source domain, ``report/<source>.png``, input | its translation
@@ -333,10 +334,9 @@ def evaluate(
                                     row_labels=[f"{source_name} > {target_name}"] * len(rows)))
     if len(domains) > 2:
         report += _domain_grids(pair_rows, domains, out_dir / "report")
-        for name in PAIRED_METRICS:
-            per_pair = [metrics[f"{pair_name(s, t)}/{name}"] for s, t in ordered_pairs(domains)
-                        if f"{pair_name(s, t)}/{name}" in metrics]
-            if per_pair:
+        for name in ("recon_l1", "cycle_l1", *PAIRED_METRICS, "fid", "kid"):
+            per_pair = [metrics.get(f"{pair_name(s, t)}/{name}") for s, t in ordered_pairs(domains)]
+            if None not in per_pair:  # a mean only of what every pair has
                 metrics[f"mean/{name}"] = _mean(per_pair)
         report.append(atomic_write(out_dir / PAIRS_TABLE, pairs_table(metrics, domains)))
 
