@@ -71,3 +71,18 @@ def test_bad_files_name_the_file(tmp_path):
     typo.write_text("model:\n  widht: 32\n")
     with pytest.raises(ConfigError, match=f"{typo}: model.widht: unknown key"):
         load_config(typo)
+
+
+def test_variants_are_the_papers_ablations_and_overrides_come_after_them():
+    paper = load_config(REPO / "params.yaml", preset="maps", variant="no-sharing")
+    # CycleGAN's objective: no shared blocks, no reconstruction streams, no KL; GAN and cycle L1 remain.
+    assert (paper.model.n_shared, paper.loss.recon, paper.loss.kl, paper.loss.kl_cycle) == (0, 0, 0, 0)
+    assert paper.loss.cycle > 0 and paper.loss.gan > 0
+    keep_vae = load_config(REPO / "params.yaml", preset="maps", variant="no-sharing-keep-vae")
+    assert keep_vae.model.n_shared == 0 and keep_vae.loss.recon > 0 and keep_vae.loss.kl > 0
+    no_cycle = load_config(REPO / "params.yaml", preset="maps", variant="no-cycle")
+    assert (no_cycle.loss.cycle, no_cycle.loss.kl_cycle) == (0, 0) and no_cycle.model.n_shared > 0
+    assert load_config(REPO / "params.yaml", preset="maps", variant="full") == load_config(REPO / "params.yaml", preset="maps")
+    assert load_config(None, ["loss.cycle=5"], variant="no-cycle").loss.cycle == 5  # --set comes last
+    with pytest.raises(ConfigError, match="unknown variant 'cyclegan'"):
+        load_config(None, [], variant="cyclegan")

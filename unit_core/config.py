@@ -357,12 +357,31 @@ def preset_names(params_path: str | Path) -> list[str]:
     return sorted(p.stem for p in preset_folder(params_path).glob("*.yaml"))
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, preset: str | None = None) -> UnitConfig:
+#: The paper's ablations (section 4, Fig. 2) by name, as the settings each one changes. Loss terms of each:
+#:   full: GAN + KL + L1 reconstruction + KL + L1 cycle, the innermost blocks shared (model.n_shared);
+#:   no-sharing: the paper's "no weight sharing", which also drops the reconstruction streams (their
+#:     KL and L1) and the cycle streams' KL: GAN + L1 cycle, no shared blocks: CycleGAN's objective;
+#:   no-sharing-keep-vae: the shared blocks alone removed, every loss term kept (not in the paper);
+#:   no-cycle: GAN + KL + L1 reconstruction, the cycle streams off, sharing kept.
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "full": (),
+    "no-sharing": ("model.n_shared=0", "loss.recon=0", "loss.kl=0", "loss.kl_cycle=0"),
+    "no-sharing-keep-vae": ("model.n_shared=0",),
+    "no-cycle": ("loss.cycle=0", "loss.kl_cycle=0"),
+}
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, preset: str | None = None,
+                variant: str | None = None) -> UnitConfig:
     """Load and validate ``params.yaml`` (or the defaults when ``path`` is None).
 
     ``preset``: ``presets/<preset>.yaml`` beside ``path``, merged over it section by
-    section; ``overrides`` (``section.key=value``) apply last.
+    section; ``variant``: one of :data:`VARIANTS`, applied over the preset; ``overrides``
+    (``section.key=value``) apply last.
     """
+    if variant is not None and variant not in VARIANTS:
+        raise ConfigError(f"unknown variant {variant!r}: expected one of {', '.join(VARIANTS)}")
+    overrides = [*VARIANTS.get(variant or "full", ()), *(overrides or [])]
     data: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
@@ -379,5 +398,5 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         source = f"{preset_path} over {source}"
     if overrides:
         data = apply_overrides(data, overrides)
-        source += " (with --set overrides)"
+        source += f" (variant {variant}, with --set overrides)" if variant else " (with --set overrides)"
     return config_from_dict(data, source)
