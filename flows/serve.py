@@ -14,17 +14,23 @@ from prefect.deployments.runner import RunnerDeployment
 
 from flows.unit_flow import PARAMS_FILE, unit
 from unit_core.config import load_config, preset_names
+from unit_pipeline import stages
 
 
 def deployments() -> list[RunnerDeployment]:
     listed = []
     for name in preset_names(PARAMS_FILE):
         cfg = load_config(PARAMS_FILE, preset=name)  # a broken preset fails here, not at run time
+        description = (f"UNIT pipeline for {name}: data in {cfg.data.root}, run in {cfg.train.out_dir}, "
+                       f"registered as {cfg.tracking.registered_model}.")
+        missing = stages.missing_ingest_inputs(cfg)
+        if missing:
+            description += (f" Its data is missing on this machine ({', '.join(missing)} not found when this "
+                            f"deployment started); a run fails at ingest until it is there. Needs: {cfg.ingest.requires}")
         listed.append(unit.to_deployment(
             name=name,
             parameters={"preset": name},
-            description=f"UNIT pipeline for {name}: data in {cfg.data.root}, run in {cfg.train.out_dir}, "
-                        f"registered as {cfg.tracking.registered_model}",
+            description=description,
             tags=["unit", cfg.ingest.kind],
         ))
     return listed

@@ -11,6 +11,8 @@ to S3 or MLflow are retried on failure.
 
 from __future__ import annotations
 
+import base64
+import io
 import logging
 import os
 import time
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from PIL import Image
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
     create_image_artifact,
@@ -39,6 +42,8 @@ def _config(config: dict[str, Any]) -> UnitConfig:
 
 
 #: Share of the progress artifact reached when each stage is done (training fills its span step by step).
+#: Width of the evaluation grid's copy inside the Prefect artifact.
+THUMBNAIL_WIDTH = 480
 PROGRESS = {"start": 0.0, "ingest": 10.0, "train": 90.0, "evaluate": 95.0, "register": 100.0}
 
 
@@ -109,6 +114,17 @@ def register_task(config: dict[str, Any], evaluation: dict[str, Any]) -> dict[st
     return registration
 
 
+def thumbnail_data_url(image_path: Path, width: int = THUMBNAIL_WIDTH) -> str:
+    """A ``data:`` URL of the image scaled down to ``width`` pixels, as PNG."""
+    with Image.open(image_path) as image:
+        image = image.convert("RGB")
+        if image.width > width:
+            image = image.resize((width, max(1, round(image.height * width / image.width))), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def _publish(cfg: UnitConfig, registration: dict[str, Any], evaluation: dict[str, Any]) -> None:
     """Prefect artifacts: the MLflow run, the evaluation grid and the metrics, linked from the flow run."""
     from unit_tracking.mlflow_store import resolve_tracking_uri
@@ -118,10 +134,11 @@ def _publish(cfg: UnitConfig, registration: dict[str, Any], evaluation: dict[str
     if uri.startswith("http"):
         create_link_artifact(key=f"{key}-mlflow-run", link=f"{uri}/#/runs/{registration['run_id']}",
                              link_text=f"MLflow run of {registration['registered_model']} v{registration['version']}")
-        grids = [Path(path).name for path in evaluation["report"] if str(path).endswith(".png")]
-        if grids:  # a2b.png of two-domain models, <first domain>.png of N-domain ones
-            create_image_artifact(key=f"{key}-evaluation-grid",
-                                  image_url=f"{uri}/get-artifact?path=evaluation/report/{grids[0]}&run_uuid={registration['run_id']}")
+    grids = [Path(path) for path in evaluation["report"] if str(path).endswith(".png")]
+    if grids:  # a2b.png of two-domain models, <first domain>.png of N-domain ones
+        # A small copy inside the artifact itself: it shows whether or not the MLflow server is up.
+        create_image_artifact(key=f"{key}-evaluation-grid", image_url=thumbnail_data_url(grids[0]),
+                              description=f"{grids[0].name} (full size in the MLflow run, evaluation/report/)")
     rows = "\n".join(f"| {name} | {value:.4f} |" for name, value in sorted(evaluation["metrics"].items()))
     create_markdown_artifact(
         key=f"{key}-summary",

@@ -203,6 +203,9 @@ def test_training_run_logs_configuration_stepped_losses_and_provenance(trained, 
     assert sorted(item.path for item in client.list_artifacts(run_id, "samples")) == [
         "samples/step_00000001.png", "samples/step_00000002.png"
     ]
+    # and as stepped images (the run page's Images view), one per checkpoint step
+    stepped = [item.path for item in client.list_artifacts(run_id, "images") if item.path.endswith(".png")]
+    assert sorted(int(path.split("+step+")[1].split("+")[0]) for path in stepped) == [1, 2], stepped
     assert json.loads((result.out_dir / "mlflow_run.json").read_text())["run_id"] == run_id
 
 

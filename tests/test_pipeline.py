@@ -87,6 +87,10 @@ def test_street_scenes_deployment_trains_evaluates_and_registers(services):
     inspected = subprocess.run([str(BIN / "prefect"), "artifact", "inspect", "street-scenes-progress"], env=env,
                                capture_output=True, text=True, timeout=60)
     assert inspected.returncode == 0 and "registered unit-street-scenes v1" in inspected.stdout, inspected.stdout
+    # The evaluation grid's artifact carries its own small copy, so it shows while MLflow is down.
+    grid = subprocess.run([str(BIN / "prefect"), "artifact", "inspect", "street-scenes-evaluation-grid"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert grid.returncode == 0 and "data:image/png;base64,iVBOR" in grid.stdout, grid.stdout[:500]
 
 
 def test_a_repeated_run_skips_the_finished_stages(services):
@@ -133,3 +137,15 @@ def test_the_store_key_is_private_and_health_is_asked_of_the_serving_process(ser
     restarted = subprocess.run([sys.executable, SERVICES, "start", "--with-s3"], env=env, capture_output=True,
                                text=True, timeout=300)
     assert restarted.returncode == 0 and "deployments: running" in restarted.stdout, restarted.stdout + restarted.stderr
+
+
+def test_deployments_of_presets_without_their_data_say_what_is_missing(monkeypatch, tmp_path):
+    from flows import serve
+
+    monkeypatch.chdir(tmp_path)  # no data/raw here: every preset that reads files lacks them
+    monkeypatch.setattr(serve, "PARAMS_FILE", str(REPO / "params.yaml"))
+    descriptions = {deployment.name: deployment.description for deployment in serve.deployments()}
+    assert "missing on this machine" in descriptions["dogs"] and "data/raw/imagenet/train" in descriptions["dogs"]
+    assert "ImageNet training images" in descriptions["dogs"]  # the preset's ingest.requires
+    assert "missing" not in descriptions["street-scenes"]  # generated, needs no files
+    assert "street-conditions" in descriptions

@@ -91,6 +91,11 @@ def ingest(cfg: UnitConfig) -> dict[str, Any]:
     return _record(stamp, inputs, {"data_root": cfg.data.root, "manifest_sha256": manifest_sha256(cfg.data.root)})
 
 
+def missing_ingest_inputs(cfg: UnitConfig) -> list[str]:
+    """The files and folders named in ``ingest.args`` (arguments holding a path separator) that do not exist here."""
+    return [arg for arg in cfg.ingest.args if "/" in arg and not arg.startswith("-") and not Path(arg).exists()]
+
+
 @contextlib.contextmanager
 def tracked_callbacks(cfg: UnitConfig, track: bool) -> Iterator[tuple]:
     """Training callbacks: an MLflow run's (checked reachable first) if ``track``, else none."""

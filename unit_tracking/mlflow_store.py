@@ -43,6 +43,7 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.async_logging.run_operations import RunOperations
+from PIL import Image
 
 import unit_core
 import unit_tracking
@@ -216,8 +217,13 @@ def _write_run_record(out_dir: Path, tracking_uri: str, run_id: str) -> None:
 
 
 # ----------------------------------------------------------------------- training
+#: Key of the sample grids logged as stepped images.
+SAMPLES_IMAGE_KEY = "samples"
+
+
 class MlflowTrainingCallback:
-    """``TrainingCallback`` logging every loss term, pairs/s and lr with their step, and the sample grids.
+    """``TrainingCallback`` logging every loss term, pairs/s and lr with their step, and the sample grids
+    (as files under ``samples/`` and as the stepped image ``samples``).
 
     fit() calls it only every ``train.log_every`` steps with plain floats it has already
     synchronised; metrics are queued with MLflow's asynchronous logging, so the training
@@ -237,6 +243,9 @@ class MlflowTrainingCallback:
 
     def on_checkpoint(self, step: int, checkpoint: Path, grid: Path) -> None:
         self.client.log_artifact(self.run_id, str(grid), "samples")
+        # Also as a stepped image: the run page's Images view shows it by step beside the metrics.
+        with Image.open(grid) as image:
+            self.client.log_image(self.run_id, image.convert("RGB"), key=SAMPLES_IMAGE_KEY, step=step)
 
     def flush(self) -> None:
         """Wait until every queued metric has reached the tracking store."""
