@@ -21,6 +21,7 @@ STAGES = {
     "evaluate": "unit_cli.evaluate",
     "register": "unit_cli.register",
     "stage": "unit_cli.stage",
+    "sweep": "unit_cli.sweep",
 }
 
 

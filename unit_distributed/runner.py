@@ -164,7 +164,8 @@ def local_ray_instance(settings: DistributedConfig) -> Iterator[None]:
     import ray
 
     with _local_ray_settings():
-        ray.init(object_store_memory=settings.object_store_memory_mb * 2**20, include_dashboard=False)
+        # address="local": a new instance even when another one runs on this machine (ray.init() would join that one).
+        ray.init(address="local", object_store_memory=settings.object_store_memory_mb * 2**20, include_dashboard=False)
         try:
             _check_local_resources(settings)
             yield

@@ -255,8 +255,11 @@ class MlflowTrainingCallback:
 
 
 @contextmanager
-def training_run(cfg: UnitConfig, run_name: str | None = None) -> Iterator[MlflowTrainingCallback]:
+def training_run(cfg: UnitConfig, run_name: str | None = None,
+                 tags: dict[str, str] | None = None) -> Iterator[MlflowTrainingCallback]:
     """A tracked training: yields the callback to pass to fit(); ends the run FINISHED or FAILED.
+
+    ``tags``: more tags of the new run (a sweep's trial: ``mlflow.parentRunId``).
 
     A resumed training (``<train.out_dir>/mlflow_run.json`` present) opens a new run tagged
     ``unit.resumed_from_run``: params never change within an MLflow run, and a resume may
@@ -267,7 +270,7 @@ def training_run(cfg: UnitConfig, run_name: str | None = None) -> Iterator[Mlflo
     out_dir = Path(cfg.train.out_dir)
     previous = read_run_record(out_dir, uri)
     extra = {"unit.resumed_from_run": previous} if previous else {}
-    run_id = _new_run(client, cfg, run_name or out_dir.name, extra)
+    run_id = _new_run(client, cfg, run_name or out_dir.name, {**extra, **(tags or {})})
     _write_run_record(out_dir, uri, run_id)
     callback = MlflowTrainingCallback(client, run_id)
     status = "FAILED"
