@@ -10,10 +10,14 @@ accuracy within ``evaluation.pixel_tolerance`` and L1 against the true rendering
 
     python bench/many_domains.py --out runs/many-domains --steps 4000
     python bench/many_domains.py --out runs/many-domains-small --steps 40 --set data.image_size=32 --set model.width=8
+    python bench/many_domains.py --out runs/many-domains --steps 4000 --models pairwise   # in a second process
+
+``--models`` trains only some of the models (two processes can share the work on two cores);
+the table is written whenever every model's evaluation is present.
 
 Files: ``<out>/n-domain/`` and ``<out>/pair-<s>-<t>/`` are normal run folders (checkpoints,
 samples, evaluation/); ``<out>/results.jsonl`` holds one line per model and ordered pair;
-``<out>/table.md`` the comparison. A model already trained to its steps is reused.
+``<out>/table.md`` the comparison. A model already trained to its steps (and evaluated) is reused.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--steps", type=int, required=True, help="steps of the N-domain model; each pairwise model gets steps/6")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for PyTorch; 0 = all cores")
+    parser.add_argument("--models", nargs="+", choices=("n-domain", "pairwise"), default=["n-domain", "pairwise"],
+                        help="which models to train and evaluate here (default both)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="applied to every model, e.g. data.image_size=32")
     return parser.parse_args()
@@ -70,13 +76,6 @@ def matching_pair_width(args: argparse.Namespace, n_cfg: UnitConfig, pairs: int)
     return best
 
 
-def train_and_evaluate(cfg: UnitConfig) -> tuple[dict[str, float], float]:
-    started = time.perf_counter()
-    trained = stages.train(cfg, track=False)
-    seconds = time.perf_counter() - started
-    return stages.evaluate(cfg, trained["checkpoint"])["metrics"], seconds
-
-
 def main() -> int:
     args = parse_args()
     if args.threads:
@@ -92,27 +91,32 @@ def main() -> int:
           f"pairwise: {len(unordered)} models, width {width} (D {dis_width}), {pair_parameters:,} parameters in all, "
           f"{pair_steps} steps each", flush=True)
     stages.ingest(n_cfg)
-    results = args.out / "results.jsonl"
     args.out.mkdir(parents=True, exist_ok=True)
-    results.unlink(missing_ok=True)
+    models = {"n-domain": [(n_cfg, None)]}
+    models["pairwise"] = [(pair_config(args, s, t, width, dis_width, pair_steps), (s, t)) for s, t in unordered]
+    for model in args.models:
+        for cfg, _ in models[model]:
+            started = time.perf_counter()
+            stages.train(cfg, track=False)
+            stages.evaluate(cfg)
+            print(f"{cfg.name}: trained and evaluated in {time.perf_counter() - started:.0f} s", flush=True)
 
-    def record(model: str, pair: str, metrics: dict[str, float], prefix: str, extra: dict) -> None:
-        line = {"model": model, "pair": pair, "pixel_accuracy": metrics[f"{prefix}/pixel_accuracy"],
-                "l1": metrics[f"{prefix}/l1"], **extra}
-        with results.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(line) + "\n")
-
-    metrics, seconds = train_and_evaluate(n_cfg)
-    n_info = {"steps": args.steps, "parameters": n_parameters, "train_s": round(seconds, 1)}
-    for source, target in itertools.permutations(domains, 2):
-        record("n-domain", f"{source}2{target}", metrics, f"{source}2{target}", n_info)
-    for source, target in unordered:
-        cfg = pair_config(args, source, target, width, dis_width, pair_steps)
-        metrics, seconds = train_and_evaluate(cfg)
-        info = {"steps": pair_steps, "parameters": parameter_count(cfg), "train_s": round(seconds, 1)}
-        record("pairwise", f"{source}2{target}", metrics, "a2b", info)
-        record("pairwise", f"{target}2{source}", metrics, "b2a", info)
-    table = comparison_table([json.loads(line) for line in results.read_text(encoding="utf-8").splitlines()])
+    lines = []
+    for model, runs in models.items():
+        for cfg, pair in runs:
+            metrics_file = stages.evaluation_folder(cfg) / "metrics.json"
+            if not metrics_file.is_file():
+                print(f"{cfg.name}: not evaluated yet ({metrics_file}); the table waits for it")
+                return 0
+            metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+            info = {"steps": cfg.train.max_steps, "parameters": parameter_count(cfg)}
+            ordered = itertools.permutations(domains, 2) if pair is None else [pair, pair[::-1]]
+            for source, target in ordered:
+                prefix = f"{source}2{target}" if pair is None else ("a2b" if (source, target) == pair else "b2a")
+                lines.append({"model": model, "pair": f"{source}2{target}", "pixel_accuracy": metrics[f"{prefix}/pixel_accuracy"],
+                              "l1": metrics[f"{prefix}/l1"], **info})
+    (args.out / "results.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    table = comparison_table(lines)
     (args.out / "table.md").write_text(table, encoding="utf-8")
     print(table)
     return 0
