@@ -165,7 +165,7 @@ class UNITTrainer:
         finally:
             self.dis.requires_grad_(True)
         terms = self.generator_terms(batches, streams, fakes)
-        gen_total = sum(getattr(self.cfg.loss, kind) * value for (kind, _), value in terms.items())
+        gen_total = self.generator_total(terms)
         self.gen_scaler.scale(gen_total).backward()
         self.gen_scaler.step(self.gen_opt)
         self.gen_scaler.update()
@@ -245,6 +245,10 @@ class UNITTrainer:
                 terms["kl_cycle", domain] = kl + kl_loss(streams[f"mu_cycle/{domain}"])
                 terms["cycle", domain] = l1_loss(streams[f"cycle/{domain}"], real)
         return terms
+
+    def generator_total(self, terms: dict[tuple[str, str], torch.Tensor]) -> torch.Tensor:
+        """The generator's objective: each term times the LossConfig weight its kind names (lambda0..lambda4)."""
+        return sum(getattr(self.cfg.loss, kind) * value for (kind, _), value in terms.items())
 
     # --------------------------------------------------------------- inference
     @torch.no_grad()
