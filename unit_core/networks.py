@@ -21,6 +21,7 @@ from torch import nn
 
 from unit_core.config import ModelConfig
 
+
 def instance_norm(channels: int) -> nn.GroupNorm:
     """Instance norm without affine parameters, as the paper's code.
 

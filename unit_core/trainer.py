@@ -27,9 +27,6 @@ from unit_core.losses import discriminator_loss, generator_gan_loss, kl_loss, l1
 from unit_core.networks import UNITDiscriminators, UNITGenerator, shifted_targets
 
 PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-#: The generator terms of eq. (2)-(8), one of each per domain; each is weighted by the LossConfig
-#: field of its name (the paper's lambda0..lambda4).
-TERM_KINDS = ("gan", "kl", "recon", "kl_cycle", "cycle")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -227,7 +224,7 @@ class UNITTrainer:
         return {name: value.detach() for name, value in losses.items()}
 
     def generator_terms(self, images, streams, fakes) -> dict[tuple[str, str], torch.Tensor]:
-        """Unweighted terms of eq. (2)-(8), keyed (kind, domain); each kind is a LossConfig weight (TERM_KINDS).
+        """Unweighted terms of eq. (2)-(8), keyed (kind, domain); each kind (gan, kl, recon, kl_cycle, cycle) names its LossConfig weight.
 
         ``gan`` of domain d: D_d on the translation into d; the others: of the streams that
         start from x_d.
