@@ -299,3 +299,42 @@ def test_summary_is_mean_and_sample_std_per_setting(tmp_path: Path, maps_root: P
     assert [trial["trial"] for trial in summary["trials"]] == list(values)
     with pytest.raises(SweepError, match=f"metric '{METRIC}' is not among the evaluation metrics of full-seed0 \\(has other\\)"):
         summarise(sweep, {"full-seed0": {"other": 1.0}})
+
+
+def test_the_shipped_sweeps_are_the_papers():
+    from unit_core.config import VARIANTS
+
+    def sweep(name: str):
+        return load_sweep(REPO / "sweeps" / f"{name}.yaml", PARAMS)
+
+    ablation = sweep("maps-ablation")
+    assert {name: setting.variant for name, setting in ablation.spec.settings.items()} == {
+        "full": "full", "no-sharing": "no-sharing", "no-cycle": "no-cycle"}
+    assert ablation.spec.seeds == [0, 1, 2, 3, 4] and ablation.metric == "a2b/pixel_accuracy"
+    no_sharing = next(trial.config for trial in ablation.trials if trial.setting == "no-sharing")
+    assert (no_sharing.model.n_shared, no_sharing.loss.recon, no_sharing.loss.kl) == (0, 0, 0)
+    assert set(VARIANTS["no-sharing"]) >= {"model.n_shared=0", "loss.recon=0", "loss.kl=0"}
+
+    layers = sweep("maps-shared-layers")
+    grid = {(trial.config.model.n_shared, trial.config.model.dis_layers, trial.config.model.res_blocks)
+            for trial in layers.trials}
+    assert grid == {(shared, depth, 4) for shared in range(1, 5) for depth in range(3, 7)}
+
+    weights = sweep("maps-loss-weights")
+    tied = {(trial.config.loss.kl, trial.config.loss.kl_cycle, trial.config.loss.recon, trial.config.loss.cycle)
+            for trial in weights.trials}
+    assert tied == {(l1, l1, l2, l2) for l1 in (0.1, 0.01) for l2 in (1, 10, 100, 1000)}
+    for loaded in (ablation, layers, weights):
+        assert loaded.spec.preset == "maps"
+        assert {trial.config.seed for trial in loaded.trials} == set(loaded.spec.seeds)
+        assert len({trial.config.train.out_dir for trial in loaded.trials}) == len(loaded.trials)
+
+
+def test_each_sweep_file_is_a_deployment_of_the_sweep_flow(monkeypatch: pytest.MonkeyPatch):
+    from flows import serve
+
+    monkeypatch.setattr(serve, "PARAMS_FILE", str(PARAMS))
+    served = {deployment.name: deployment for deployment in serve.deployments()
+              if deployment.flow_name == "unit-sweep"}
+    assert sorted(served) == sorted(path.stem for path in (REPO / "sweeps").glob("*.yaml"))
+    assert served["maps-ablation"].parameters == {"sweep": str(REPO / "sweeps" / "maps-ablation.yaml")}
