@@ -3,7 +3,8 @@
 The end-to-end test runs the repository's dvc.yaml, params.yaml, .dvc/config, its plot
 template, .dvcignore and .gitignore in a temporary git repository, with each preset of dvc.yaml replaced by a tiny
 version of itself (same data set kind and paths, 32 px, width 8, 4 steps) tracked in a
-sqlite file there.
+sqlite file there. The sweep stage is left out of that copy: a sweep is many trainings on
+Ray Tune, tested by tests/test_sweep.py; here its wiring is checked.
 """
 
 from __future__ import annotations
@@ -52,6 +53,32 @@ def test_dvc_yaml_matches_the_presets():
             sections = entry if isinstance(entry, str) else next(iter(entry.values()))
             unknown = set([sections] if isinstance(sections, str) else sections) - SECTIONS
             assert not unknown, f"stage {stage}: params {unknown} are not sections of the configuration"
+
+
+def test_dvc_yaml_runs_every_sweep_file():
+    from unit_pipeline.sweep import load_sweep, sweep_file, sweep_names
+
+    spec = dvc_spec()
+    sweeps = spec["vars"][0]["sweeps"]
+    assert sorted(sweeps) == sweep_names(REPO / "params.yaml")
+    stage = spec["stages"]["sweep"]
+    assert stage["foreach"] == "${sweeps}"
+    assert stage["do"]["cmd"] == "unit sweep sweeps/${key}.yaml"
+    assert stage["do"]["deps"] == ["sweeps/${key}.yaml", "data/${item.preset}"]
+    assert stage["do"]["outs"] == ["runs/sweeps/${key}"]
+    for name, entry in sweeps.items():
+        sweep = load_sweep(sweep_file(REPO / "params.yaml", name), REPO / "params.yaml")
+        assert entry == {"preset": sweep.spec.preset}, name
+        assert sweep.folder == Path(f"runs/sweeps/{name}"), name
+        assert sweep.base.data.root == f"data/{sweep.spec.preset}", name  # the ingest stage's output
+
+
+def pipeline_without_sweeps() -> str:
+    """dvc.yaml without its sweep stage (and its list of sweeps), for the end-to-end test."""
+    spec = dvc_spec()
+    del spec["stages"]["sweep"]
+    del spec["vars"][0]["sweeps"]
+    return yaml.safe_dump(spec, sort_keys=False)
 
 
 def tiny_preset(name: str, tracking_uri: str) -> dict:
@@ -119,6 +146,7 @@ def test_dvc_repro_reruns_only_what_changed(tmp_path: Path):
     for name in COPIED:
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(REPO / name, repo / name)
+    (repo / "dvc.yaml").write_text(pipeline_without_sweeps(), encoding="utf-8")
     presets = dvc_presets(dvc_spec())
     (repo / "presets").mkdir()
     for name in presets:
