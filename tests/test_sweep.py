@@ -119,7 +119,18 @@ def tune_statuses(sweep_folder: Path) -> dict[str, str]:
 
     if not (sweep_folder / "tune").is_dir() or not list((sweep_folder / "tune").glob("experiment_state-*.json")):
         return {}
-    return {trial.config["trial"]: trial.status for trial in ExperimentAnalysis(str(sweep_folder / "tune")).trials}
+    try:
+        trials = ExperimentAnalysis(str(sweep_folder / "tune")).trials
+    except ValueError:  # read while Tune was writing it: not known yet
+        return {}
+    return {trial.config["trial"]: trial.status for trial in trials}
+
+
+def mid_training(sweep_folder: Path) -> list[str]:
+    """The trials that have written a checkpoint but not yet their last one."""
+    last = f"step_{MAX_STEPS:08d}.pt"
+    return [name for name in TRIALS if (sweep_folder / name / "checkpoints" / "latest.pt").exists()
+            and not (sweep_folder / name / "checkpoints" / last).exists()]
 
 
 def trial_metrics(sweep_folder: Path, trial: str) -> dict[str, float]:
@@ -140,14 +151,13 @@ def interrupted_sweep(maps_root: Path, mlflow_server: str, tmp_path_factory: pyt
             assert process.poll() is None, f"the sweep ended before it was killed:\n{(folder / 'first.log').read_text()[-5000:]}"
             assert time.monotonic() < deadline, "no trial finished in time"
             finished = [name for name, status in tune_statuses(sweep_folder).items() if status == "TERMINATED"]
-            interrupted = [name for name in TRIALS if name not in finished
-                           and (sweep_folder / name / "checkpoints" / "latest.pt").exists()
-                           and not (sweep_folder / name / ".sweep-trial.json").exists()]
-            if finished and interrupted:
+            if finished and mid_training(sweep_folder):
                 break
             time.sleep(0.2)
     finally:
         kill_session(process)
+    interrupted = mid_training(sweep_folder)
+    assert interrupted, "the trial in training finished it before the kill"
     left = {
         "finished": finished,
         "interrupted": interrupted,
@@ -176,7 +186,10 @@ def test_every_trial_has_a_run_folder_and_a_nested_mlflow_run(interrupted_sweep,
         assert run.data.tags["unit.sweep.setting"] == trial.rsplit("-seed", 1)[0]
         assert run.data.params["seed"] == trial.rsplit("-seed", 1)[1]
         assert run.data.metrics[METRIC] == trial_metrics(sweep_folder, trial)[METRIC]
-        steps = [point.step for point in client.get_metric_history(run.info.run_id, "gen/total")]
+        # The curves reach the last step, in this run or (trained before an interruption) an earlier one of the trial.
+        attempts = [child for child in children if child.data.tags["unit.sweep.setting"] == run.data.tags["unit.sweep.setting"]
+                    and child.data.params["seed"] == run.data.params["seed"]]
+        steps = [point.step for attempt in attempts for point in client.get_metric_history(attempt.info.run_id, "gen/total")]
         assert max(steps) == MAX_STEPS, trial
     # The variant reached the trial: no cycle terms in the no-cycle runs.
     assert json.loads((sweep_folder / "sweep.json").read_text())["trials"]["no-cycle-seed0"]["loss"]["cycle"] == 0
@@ -338,3 +351,20 @@ def test_each_sweep_file_is_a_deployment_of_the_sweep_flow(monkeypatch: pytest.M
               if deployment.flow_name == "unit-sweep"}
     assert sorted(served) == sorted(path.stem for path in (REPO / "sweeps").glob("*.yaml"))
     assert served["maps-ablation"].parameters == {"sweep": str(REPO / "sweeps" / "maps-ablation.yaml")}
+
+
+@pytest.mark.slow
+def test_the_prefect_flow_runs_the_same_sweep(interrupted_sweep, tmp_path: Path):
+    """The flow ``unit-sweep`` on the finished sweep: it continues it (nothing left to run) and returns its summary."""
+    path, sweep_folder, _, _ = interrupted_sweep
+    program = ("import json, sys\nfrom flows.sweep_flow import unit_sweep\n"
+               "print('SUMMARY', json.dumps(unit_sweep(sweep=sys.argv[1])))")
+    env = {key: value for key, value in os.environ.items() if key not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "PREFECT_API_URL")}
+    env.update(OMP_NUM_THREADS="1", UNIT_PARAMS=str(PARAMS), PREFECT_HOME=str(tmp_path / "prefect"))  # a temporary Prefect server
+    result = subprocess.run([sys.executable, "-c", program, str(path)], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=SWEEP_TIMEOUT_S, check=False)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith("SUMMARY "))
+    returned = json.loads(line.removeprefix("SUMMARY "))
+    assert returned == json.loads((sweep_folder / "summary.json").read_text())
+    assert "Flow run" in result.stdout + result.stderr
