@@ -2,9 +2,9 @@
 
     python -m flows.serve          # from the repository root, with PREFECT_API_URL set
 
-Then ``prefect deployment run unit/<preset>`` or ``unit-sweep/<sweep>`` starts a run here. infra/local/services.py
-starts this process with the local Prefect server; on a cluster, run it (or a process
-work pool worker) wherever the training may start Ray jobs.
+Then ``prefect deployment run unit/<preset>`` or ``unit-sweep/<sweep>`` starts a run here.
+infra/local/services.py starts this process with the local Prefect server; on a cluster,
+run it (or a process work pool worker) wherever the training may start Ray jobs.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from prefect.deployments.runner import RunnerDeployment
 from flows.sweep_flow import unit_sweep
 from flows.unit_flow import PARAMS_FILE, unit
 from unit_core.config import load_config, preset_names
-from unit_pipeline.sweep import load_sweep, sweep_file, sweep_names
 from unit_pipeline import stages
+from unit_pipeline.sweep import load_sweep, sweep_file, sweep_names
 
 
 def deployments() -> list[RunnerDeployment]:
