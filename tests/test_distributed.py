@@ -169,6 +169,25 @@ def test_two_workers_follow_the_single_process_run_of_the_same_global_batch(ray_
     assert stored_checkpoints(tmp_path / "storage" / "ddp") == ["step_00000012", "step_00000015"]
 
 
+@pytest.mark.filterwarnings("ignore:.*training image\\(s\\) in domain")
+def test_an_n_domain_model_trains_under_ddp_as_in_one_process(ray_cluster, tmp_path):
+    from preprocessing.demo import generate_demo_dataset
+
+    root = generate_demo_dataset("street", tmp_path / "conditions", train_count=8, test_count=0, size=32,
+                                 domains=("day", "rain", "snow"))
+    common = ["data.domains=[day, rain, snow]", "train.max_steps=4", "train.log_every=2", "train.checkpoint_every=4"]
+    fit(tiny_config(root, tmp_path / "single", "train.batch_size=2", *common), progress=False)
+    result = train_distributed(distributed_config(root, tmp_path, "ddp", *common), progress=False)
+    single, ddp = read_log(tmp_path / "single"), read_log(tmp_path / "ddp")
+    assert {"gen/cycle_snow", "gen/gan_rain", "dis/day"} <= ddp[-1].keys()
+    for one, two in zip(single, ddp):  # as in the two-domain test above: only rank 1's latent noise differs
+        for name in (key for key in one if key.startswith(LOSS_PREFIXES) and not key.startswith("gen/kl")):
+            assert two[name] == pytest.approx(one[name], rel=1e-3), (one["step"], name, one[name], two[name])
+    replicas = json.loads((tmp_path / "storage" / "ddp" / "step_00000004" / "replicas.json").read_text())
+    assert replicas[0]["weights_sha256"] == replicas[1]["weights_sha256"]
+    assert result.step == 4
+
+
 @pytest.mark.slow
 def test_cli_spreads_workers_over_two_nodes_with_the_cycle_loss_off(ray_cluster, street_root, tmp_path):
     # Cycle weights 0 drop the cycle streams from the generator pass: DDP must not wait for them.
