@@ -268,7 +268,7 @@ class UnitConfig(_Section):
         return out
 
 
-def _format_errors(source: str, error: ValidationError) -> str:
+def format_errors(source: str, error: ValidationError) -> str:
     lines = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
@@ -311,7 +311,7 @@ def config_from_dict(data: dict[str, Any], source: str = "configuration") -> Uni
     try:
         return UnitConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(source, exc)) from None
+        raise ConfigError(format_errors(source, exc)) from None
 
 
 def yaml_problem(exc: yaml.YAMLError) -> str:
@@ -322,7 +322,7 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
-def _read_mapping(path: Path) -> dict[str, Any]:
+def read_mapping(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -385,7 +385,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     data: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
-        data = _read_mapping(Path(path))
+        data = read_mapping(Path(path))
         source = str(path)
     if preset:
         if path is None:
@@ -394,7 +394,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not preset_path.is_file():
             known = ", ".join(preset_names(path)) or "none"
             raise ConfigError(f"{preset_path}: no such preset (presets: {known})")
-        data = _merge(data, _read_mapping(preset_path))
+        data = _merge(data, read_mapping(preset_path))
         source = f"{preset_path} over {source}"
     if overrides:
         data = apply_overrides(data, overrides)

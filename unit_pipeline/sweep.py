@@ -42,7 +42,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -57,8 +56,9 @@ from unit_core.config import (
     ConfigError,
     UnitConfig,
     config_from_dict,
+    format_errors,
     load_config,
-    yaml_problem,
+    read_mapping,
 )
 from unit_core.scratch import atomic_write
 from unit_pipeline import stages
@@ -150,21 +150,13 @@ def read_sweep_spec(path: str | Path) -> SweepSpec:
     """The validated sweep file; errors name the file and the key."""
     path = Path(path)
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SweepError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise SweepError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
-    if not isinstance(loaded, dict):
-        raise SweepError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
+        loaded = read_mapping(path)
+    except ConfigError as exc:
+        raise SweepError(str(exc)) from None
     try:
         return SweepSpec.model_validate({"name": path.stem, **loaded})
     except ValidationError as exc:
-        lines = []
-        for error in exc.errors():
-            key = ".".join(str(part) for part in error["loc"]) or "(top level)"
-            lines.append(f"{path}: {key}: {'unknown key' if error['type'] == 'extra_forbidden' else error['msg']}")
-        raise SweepError("\n".join(lines)) from None
+        raise SweepError(format_errors(str(path), exc)) from None
 
 
 def load_sweep(path: str | Path, params_path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
