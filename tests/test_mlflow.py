@@ -34,9 +34,11 @@ from unit_tracking.mlflow_store import (
     TrackingError,
     check_tracking_reachable,
     is_better,
+    log_finished_run,
     register_model,
     training_run,
 )
+from unit_tracking.sweeps import open_sweep_run
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "unit-test-street"
@@ -207,6 +209,27 @@ def test_training_run_logs_configuration_stepped_losses_and_provenance(trained, 
     stepped = [item.path for item in client.list_artifacts(run_id, "images") if item.path.endswith(".png")]
     assert sorted(int(path.split("+step+")[1].split("+")[0]) for path in stepped) == [1, 2], stepped
     assert json.loads((result.out_dir / "mlflow_run.json").read_text())["run_id"] == run_id
+
+
+def test_more_points_and_params_than_one_request_holds_reach_the_server(data_root: Path, mlflow_server: str, tmp_path: Path):
+    """Logged in one log_batch call each: MLflow splits them into requests of at most 1,000 metrics and 100 params."""
+    cfg = tracked_config(data_root, tmp_path / "run", mlflow_server)
+    steps = range(1, 801)
+    out_dir = Path(cfg.train.out_dir)
+    out_dir.mkdir(parents=True)
+    (out_dir / "train_log.jsonl").write_text("".join(json.dumps({"step": s, "gen/total": s / 2, "dis/total": -s}) + "\n"
+                                                     for s in steps))
+    run_id = log_finished_run(cfg, "many-points", {"a2b/pixel_accuracy": [(s, s / 1000) for s in steps]}, {"final": 1.0})
+    client = MlflowClient(mlflow_server)
+    for key, value in (("gen/total", lambda s: s / 2), ("dis/total", lambda s: -s), ("a2b/pixel_accuracy", lambda s: s / 1000)):
+        history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+        assert history == [(s, pytest.approx(value(s))) for s in steps], key  # 2,400 points in all
+    params = {f"p{index:03d}": str(index) for index in range(250)}
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text("name: many-params\n")
+    (tmp_path / "sweep").mkdir()
+    parent = open_sweep_run(cfg, tmp_path / "sweep", "many-params", params, sweep_file)
+    assert client.get_run(parent).data.params == params
 
 
 def test_unreachable_tracking_server_fails_fast_and_names_it(trained, evaluation: Path, tmp_path: Path):

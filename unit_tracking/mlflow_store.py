@@ -60,9 +60,6 @@ MODEL_NAME = "model"
 # Not imported: it registers the model object with MLflow when run, which MLflow does when logging and loading.
 MODEL_CODE = Path(unit_tracking.__file__).parent / "model_code.py"
 REACHABILITY_TIMEOUT_S = 5.0
-# MLflow's per-request limits of log_batch.
-MAX_PARAMS_PER_BATCH = 100
-MAX_METRICS_PER_BATCH = 1000
 METRIC_TAG_PREFIX = "metric."
 DATA_TAG = "unit.data_manifest_sha256"
 EVAL_DATA_TAG = "unit.eval_data_manifest_sha256"
@@ -178,9 +175,8 @@ def _provenance_tags(origin: dict[str, str | None]) -> dict[str, str]:
 
 def _log_run_inputs(client: MlflowClient, run_id: str, cfg: UnitConfig, origin: dict[str, str | None]) -> None:
     """Params (the flattened configuration), config.yaml, provenance.json and dvc.lock of a new run."""
-    params = [Param(key, str(value)) for key, value in cfg.flat().items()]
-    for start in range(0, len(params), MAX_PARAMS_PER_BATCH):
-        client.log_batch(run_id, params=params[start : start + MAX_PARAMS_PER_BATCH])
+    # log_batch splits what exceeds one request (100 params, 1,000 metrics) into several itself.
+    client.log_batch(run_id, params=[Param(key, str(value)) for key, value in cfg.flat().items()])
     with tempfile.TemporaryDirectory() as folder:
         config = Path(folder) / "config.yaml"
         config.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
@@ -298,8 +294,7 @@ def replay_training_log(client: MlflowClient, run_id: str, log: Path) -> None:
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise TrackingError(f"{log}: line {number}: not a training log record: {exc}") from None
         entries += [Metric(key, float(value), now, step) for key, value in record.items() if isinstance(value, (int, float))]
-    for start in range(0, len(entries), MAX_METRICS_PER_BATCH):
-        client.log_batch(run_id, metrics=entries[start : start + MAX_METRICS_PER_BATCH])
+    client.log_batch(run_id, metrics=entries)
 
 
 def log_finished_run(cfg: UnitConfig, run_name: str, curves: dict[str, list[tuple[int, float]]],
@@ -322,8 +317,7 @@ def log_finished_run(cfg: UnitConfig, run_name: str, curves: dict[str, list[tupl
         points = [Metric(name, float(value), now, step) for name, curve in curves.items() for step, value in curve]
         last_step = max((step for curve in curves.values() for step, _ in curve), default=0)
         points += [Metric(name, float(value), now, last_step) for name, value in metrics.items()]
-        for start in range(0, len(points), MAX_METRICS_PER_BATCH):
-            client.log_batch(run_id, metrics=points[start : start + MAX_METRICS_PER_BATCH])
+        client.log_batch(run_id, metrics=points)
         for artifact in artifacts:
             client.log_artifact(run_id, str(artifact))
         status = "FINISHED"

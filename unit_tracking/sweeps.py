@@ -22,8 +22,6 @@ from mlflow.tracking import MlflowClient
 from unit_core.config import UnitConfig
 from unit_tracking import TrackingError
 from unit_tracking.mlflow_store import (
-    MAX_METRICS_PER_BATCH,
-    MAX_PARAMS_PER_BATCH,
     _experiment_id,
     _write_run_record,
     check_tracking_reachable,
@@ -59,9 +57,7 @@ def open_sweep_run(cfg: UnitConfig, folder: Path, sweep_name: str, params: dict[
     except MlflowException as exc:
         raise TrackingError(f"cannot create the parent run of sweep {sweep_name} on {uri}: {exc.message}") from None
     run_id = run.info.run_id
-    entries = [Param(key, value) for key, value in params.items()]
-    for start in range(0, len(entries), MAX_PARAMS_PER_BATCH):
-        client.log_batch(run_id, params=entries[start : start + MAX_PARAMS_PER_BATCH])
+    client.log_batch(run_id, params=[Param(key, value) for key, value in params.items()])
     client.log_artifact(run_id, str(sweep_file))
     _write_run_record(folder, uri, run_id)
     return run_id
@@ -85,9 +81,7 @@ def close_sweep_run(cfg: UnitConfig, run_id: str, metrics: dict[str, float], art
     """Log the summary into the parent run and end it with ``status`` (FINISHED or FAILED)."""
     client = MlflowClient(check_tracking_reachable(cfg))
     now = int(time.time() * 1000)
-    entries = [Metric(key, value, now, 0) for key, value in metrics.items()]
-    for start in range(0, len(entries), MAX_METRICS_PER_BATCH):
-        client.log_batch(run_id, metrics=entries[start : start + MAX_METRICS_PER_BATCH])
+    client.log_batch(run_id, metrics=[Metric(key, value, now, 0) for key, value in metrics.items()])
     for artifact in artifacts:
         client.log_artifact(run_id, str(artifact))
     client.set_terminated(run_id, status)
