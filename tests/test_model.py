@@ -153,13 +153,17 @@ def test_instance_norm_matches_torch_instance_norm():
     assert torch.allclose(instance_norm(16)(x), expected, atol=1e-5)
 
 
-def adaptation_trainer() -> UNITTrainer:
+def adaptation_trainer_with(*overrides: str) -> UNITTrainer:
     cfg = load_config(None, [
         "model.width=8", "model.dis_width=8", "model.dis_layers=3", "model.dis_shared_layers=2", "model.num_classes=10",
         "model.channels_a=1", "model.channels_b=1", "model.norm=batch", "model.n_shared=2", "model.res_blocks=2",
-        "loss.cycle=0", "loss.kl_cycle=0",
+        "loss.cycle=0", "loss.kl_cycle=0", *overrides,
     ])
     return UNITTrainer(cfg)
+
+
+def adaptation_trainer() -> UNITTrainer:
+    return adaptation_trainer_with()
 
 
 def test_adaptation_discriminators_tie_high_level_layers_and_classify_both_domains():
@@ -172,6 +176,55 @@ def test_adaptation_discriminators_tie_high_level_layers_and_classify_both_domai
     dis.class_logits(d1.features(x)).sum().backward()
     assert all(p.grad is not None for p in d1.trunk.parameters()) and all(p.grad is not None for p in d1.front.parameters())
     assert all(p.grad is None for p in d2.front.parameters())
+
+
+def test_discriminator_dropout_drops_tied_units_while_training_and_spares_the_feature_term():
+    trainer = adaptation_trainer_with("model.dis_dropout=[0.1,0.3,0.5]")
+    with torch.no_grad():
+        trainer.dis.classifier.weight.mul_(100)  # logits far from 0, so which features they read shows in the loss
+    plain = adaptation_trainer()
+    plain.dis.load_state_dict(trainer.dis.state_dict())
+    d1, plain_d1 = trainer.dis.discriminators["a"].scales[0], plain.dis.discriminators["a"].scales[0]
+    x = torch.randn(3, 1, 28, 28)
+    clean = d1.features(x)
+    assert torch.equal(clean, plain_d1.features(x))
+    torch.manual_seed(0)
+    dropped, again = d1.features(x, dropout=True), d1.features(x, dropout=True)
+    assert not torch.equal(dropped, again)
+    assert 0.4 < (dropped == 0).float().mean().item() < 0.6  # the last rate, 0.5, on the tied features
+    trainer.dis.eval()
+    assert torch.equal(trainer.dis.classify(x, "b"), plain.dis.eval().classify(x, "b"))
+    trainer.dis.train()
+
+    # the feature-L1 term reads a pass without dropout; the classifier the dropped-out one
+    x_a, x_b = torch.rand(4, 1, 28, 28) * 2 - 1, torch.rand(4, 1, 28, 28) * 2 - 1
+    labels = torch.tensor([0, 3, 7, 9])
+    images, targets = {"a": x_a, "b": x_b}, {"a": "b", "b": "a"}
+    streams = trainer.gen(images, targets, with_cycle=False)
+    feats_a = d1.features(torch.cat([x_a, streams["trans/b"], streams["recon/a"]]))
+    feats_b = trainer.dis.discriminators["b"].scales[0].features(torch.cat([x_b, streams["trans/a"], streams["recon/b"]]))
+    expected_feature = (l1_loss(feats_a[8:], feats_b[4:8]) + l1_loss(feats_a[4:8], feats_b[8:])).item()
+    clean_classifier = torch.nn.functional.cross_entropy(trainer.dis.class_logits(feats_a[:4]), labels).item()
+    torch.manual_seed(1)  # D_a's dropped-out pass is the step's first draw
+    dropped_a = d1.features(torch.cat([x_a, streams["trans/b"], streams["recon/a"]]), dropout=True)
+    expected_classifier = torch.nn.functional.cross_entropy(trainer.dis.class_logits(dropped_a[:4]), labels).item()
+    torch.manual_seed(1)
+    losses = trainer.discriminator_step(images, streams, targets, labels)
+    assert losses["dis/feature"].item() == pytest.approx(expected_feature, rel=1e-5)
+    assert losses["dis/classifier"].item() == pytest.approx(expected_classifier, rel=1e-5)
+    assert clean_classifier != pytest.approx(expected_classifier, rel=1e-4)  # 10x the tolerance above
+
+
+def test_discriminator_dropout_of_zero_is_the_plain_trunk_and_bad_rates_are_refused():
+    d1 = adaptation_trainer_with("model.dis_dropout=[0,0,0]").dis.discriminators["a"].scales[0]
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(d1.features(x, dropout=True), d1.features(x))
+    with pytest.raises(ValueError, match="needs 3 rates"):
+        adaptation_trainer_with("model.dis_dropout=[0.1,0.5]")
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        adaptation_trainer_with("model.dis_dropout=[0.1,0.5,1.0]")
+    with pytest.raises(ValueError, match="dis_shared_layers > 0"):
+        load_config(None, ["model.dis_dropout=[0.5]"])
 
 
 def test_adaptation_step_losses_match_an_independent_computation():

@@ -63,10 +63,13 @@ class TargetAccuracyCurve:
     def on_checkpoint(self, step: int, trainer: UNITTrainer, checkpoint: Path | None, grid: Path | None) -> None:
         if checkpoint is None:
             return
-        # The discriminators hold no batch norm or dropout, so train mode classifies as eval mode would.
         target = target_domain(self.cfg)
-        accuracy = classify_split(discriminator_classifier(trainer.dis, trainer.device, target), self.cfg.data.root,
-                                  self.cfg.domains()[target], self.split, self.cfg.channels()[target], batch_size=500)
+        trainer.dis.eval()  # no dropout (model.dis_dropout) while measuring
+        try:
+            accuracy = classify_split(discriminator_classifier(trainer.dis, trainer.device, target), self.cfg.data.root,
+                                      self.cfg.domains()[target], self.split, self.cfg.channels()[target], batch_size=500)
+        finally:
+            trainer.dis.train()
         self.out_file.parent.mkdir(parents=True, exist_ok=True)
         with self.out_file.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps({"step": step, "accuracy": accuracy}) + "\n")

@@ -40,6 +40,12 @@ class ModelConfig(_Section):
     dis_scales: int = Field(1, ge=1, description=">1: multi-scale discriminator on average-pooled copies")
     dis_shared_layers: int = Field(0, ge=0, description="last discriminator layers tied between D1 and D2 (domain adaptation)")
     num_classes: int = Field(0, ge=0, description=">0: domain-adaptation variant, a classifier on the tied D features")
+    dis_dropout: list[float] = Field(
+        default_factory=list,
+        description="dropout rates of the tied discriminator layers while training, one for the input of each tied "
+                    "layer and one for the tied features (dis_shared_layers + 1 rates; NIPS-era digits code: 0.1, 0.3, "
+                    "0.5, 0.5); the real/fake and class logits read the dropped-out pass, the feature-L1 term a clean one",
+    )
     domain_channels: dict[str, Literal[1, 3]] = Field(
         default_factory=dict, description="N-domain models (data.domains): channels of a domain when not 3; "
                                           "two-domain models use channels_a and channels_b")
@@ -53,6 +59,14 @@ class ModelConfig(_Section):
                 f"dis_shared_layers ({self.dis_shared_layers}) must be below dis_layers ({self.dis_layers}): "
                 f"each domain keeps at least its first layer"
             )
+        if self.dis_dropout:
+            if not self.dis_shared_layers:
+                raise ValueError("dis_dropout applies to the tied discriminator layers: set dis_shared_layers > 0")
+            if len(self.dis_dropout) != self.dis_shared_layers + 1:
+                raise ValueError(f"dis_dropout needs {self.dis_shared_layers + 1} rates (dis_shared_layers + 1: the input "
+                                 f"of each tied layer and the tied features), got {len(self.dis_dropout)}")
+            if any(not 0.0 <= rate < 1.0 for rate in self.dis_dropout):
+                raise ValueError(f"dis_dropout rates must lie in [0, 1), got {self.dis_dropout}")
         return self
 
 

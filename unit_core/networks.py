@@ -211,7 +211,8 @@ class PatchDiscriminator(nn.Module):
     """Stack of 3x3 stride-2 convs with LeakyReLU, then a 1x1 conv to one logit per patch.
 
     ``trunk`` and ``judge``, when given, are the tied high-level layers shared with the
-    other domain's discriminator (domain-adaptation variant).
+    other domain's discriminator (domain-adaptation variant); ``model.dis_dropout`` then
+    drops units at the input of each tied layer and of the heads while training.
     """
 
     def __init__(self, in_channels: int, cfg: ModelConfig, trunk: nn.Sequential | None = None, judge: nn.Conv2d | None = None):
@@ -220,13 +221,25 @@ class PatchDiscriminator(nn.Module):
         self.front = _dis_stack(in_channels, cfg, 0, private_layers)
         self.trunk = trunk if trunk is not None else nn.Sequential()
         self.judge = judge if judge is not None else nn.Conv2d(dis_feature_channels(cfg), 1, 1, 1, 0)
+        self.dropout = tuple(cfg.dis_dropout) if trunk is not None else ()
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Highest-layer features (before the real/fake logits)."""
-        return self.trunk(self.front(x))
+    @property
+    def drops(self) -> bool:
+        """Whether a pass with dropout differs from one without: dropout rates set and training mode."""
+        return bool(self.dropout) and self.training
+
+    def features(self, x: torch.Tensor, dropout: bool = False) -> torch.Tensor:
+        """Highest-layer features (before the real/fake logits); ``dropout``: with the tied layers' dropout."""
+        h = self.front(x)
+        if not (dropout and self.drops):
+            return self.trunk(h)
+        layers = list(self.trunk)  # (conv, activation) per tied layer
+        for index, rate in enumerate(self.dropout[:-1]):
+            h = layers[2 * index + 1](layers[2 * index](F.dropout(h, rate)))
+        return F.dropout(h, self.dropout[-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.judge(self.features(x))
+        return self.judge(self.features(x, dropout=True))
 
 
 class MultiScaleDiscriminator(nn.Module):
@@ -240,17 +253,23 @@ class MultiScaleDiscriminator(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, with_features: bool = False):
-        """Logits per scale; with ``with_features`` also the first scale's highest-layer features."""
-        outputs, features = [], None
+        """Logits per scale; with ``with_features`` also the first scale's highest-layer features twice.
+
+        ``(logits, features, class_features)``: the features without dropout (for the
+        feature-L1 term) and the ones the logits read (for the classifier); one tensor
+        when the discriminator has no dropout or is in eval mode.
+        """
+        outputs, features, class_features = [], None, None
         for index, dis in enumerate(self.scales):
             if index:
                 x = F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
             if index == 0 and with_features:
-                features = dis.features(x)
-                outputs.append(dis.judge(features))
+                class_features = dis.features(x, dropout=True)
+                features = dis.features(x) if dis.drops else class_features
+                outputs.append(dis.judge(class_features))
             else:
                 outputs.append(dis(x))
-        return (outputs, features) if with_features else outputs
+        return (outputs, features, class_features) if with_features else outputs
 
 
 class UNITDiscriminators(nn.Module):
@@ -274,12 +293,13 @@ class UNITDiscriminators(nn.Module):
         self.classifier = nn.Linear(dis_feature_channels(cfg), cfg.num_classes) if cfg.num_classes else None
 
     def forward(self, images: dict[str, torch.Tensor], with_features: bool = False) -> dict[str, Any]:
-        """Per domain of ``images``: D_d's logits per scale (with ``with_features``: and its first scale's features)."""
+        """Per domain of ``images``: D_d's logits per scale (with ``with_features``: and its first scale's features, see
+        :meth:`MultiScaleDiscriminator.forward`)."""
         return {d: self.discriminators[d](x, with_features) for d, x in images.items()}
 
     def classify(self, x: torch.Tensor, domain: str) -> torch.Tensor:
         """Class logits of images of any domain, through that domain's first layers and the tied trunk."""
-        return self.class_logits(self.discriminators[domain].scales[0].features(x))
+        return self.class_logits(self.discriminators[domain].scales[0].features(x, dropout=True))
 
     def class_logits(self, features: torch.Tensor) -> torch.Tensor:
         if self.classifier is None:

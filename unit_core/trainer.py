@@ -203,9 +203,9 @@ class UNITTrainer:
         with self.autocast():
             outputs = self.dis_forward(batches, with_features=True)
             # Under autocast too: the features are bf16/fp16 there, the classifier's weights fp32.
-            class_logits = self.dis.class_logits(outputs[source][1][:n]).float() if self.adapts else None
+            class_logits = self.dis.class_logits(outputs[source][2][:n]).float() if self.adapts else None
         losses = {}
-        for domain, (logits, _) in outputs.items():
+        for domain, (logits, *_) in outputs.items():
             count = len(images[domain])
             losses[f"dis/{domain}"] = discriminator_loss([o[:count] for o in logits], [o[count : 2 * count] for o in logits], mode)
         total = weights.gan * sum(losses.values())
