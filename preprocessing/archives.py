@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from preprocessing.errors import IngestError
+from unit_core.ingest_settings import MAX_ARCHIVE_FILES, MAX_ARCHIVE_GB
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 _COPY_CHUNK = 1 << 20
@@ -26,8 +27,8 @@ _COPY_CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class ArchiveLimits:
-    max_files: int = 2_000_000
-    max_total_bytes: int = 200 * 1024**3
+    max_files: int = MAX_ARCHIVE_FILES  # the settings' defaults (unit_core.ingest_settings)
+    max_total_bytes: int = MAX_ARCHIVE_GB * 1024**3
     max_file_bytes: int = 1024**3
 
 

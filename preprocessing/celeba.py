@@ -31,11 +31,12 @@ from preprocessing.pipeline import (
     summary_of,
     write_outcomes,
 )
+from unit_core.ingest_settings import CELEBA_SIZE
 
 #: Attributes used in the UNIT paper's face experiments.
 PAPER_ATTRIBUTES = ("Blond_Hair", "Smiling", "Goatee", "Eyeglasses")
 #: Side of the square output: the centred square of the 178x218 aligned faces, resized.
-DEFAULT_SIZE = 128
+DEFAULT_SIZE = CELEBA_SIZE
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,9 @@ from tqdm import tqdm
 from preprocessing.errors import IngestError
 from preprocessing.output import DatasetWriter, encode_image, sha256_bytes
 from preprocessing.pipeline import IngestOptions, IngestSummary, summary_of, worker_pool
+from unit_core.ingest_settings import DIGITS_SIZE
 
-DEFAULT_SIZE = 28
+DEFAULT_SIZE = DIGITS_SIZE
 MNIST_SPLITS = {"train": "train", "test": "t10k"}
 USPS_SPLITS = ("train", "test")
 # cv2.resize handles at most this many channels at once (CV_CN_MAX in OpenCV 5).

@@ -25,9 +25,8 @@ from preprocessing.pipeline import (
     write_outcomes,
 )
 from preprocessing.sources import SourceFile
+from unit_core.ingest_settings import STREET_SIZE
 
-#: The paper's street-scene resolution (width, height).
-STREET_SIZE = (640, 480)
 CYCLEGAN_FOLDERS = {"trainA": ("A", "train"), "trainB": ("B", "train"), "testA": ("A", "test"), "testB": ("B", "test")}
 
 

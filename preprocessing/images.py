@@ -25,9 +25,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from preprocessing.output import encode_image
+from unit_core.ingest_settings import MAX_PIXELS
 
 #: Inputs above this many pixels are rejected before decoding (decompression-bomb guard).
-DEFAULT_MAX_PIXELS = 64_000_000
+DEFAULT_MAX_PIXELS = MAX_PIXELS  # the settings' default (unit_core.ingest_settings)
 _EXIF_ORIENTATION = 0x0112
 _JPEG_END = b"\xff\xd9"
 # Pillow raises these for malformed headers or pixel data, depending on the format plugin.

@@ -17,10 +17,11 @@ from typing import Any
 from preprocessing.archives import ArchiveLimits, is_archive, safe_extract
 from preprocessing.errors import IngestError
 from unit_core.images import IMAGE_EXTENSIONS
+from unit_core.ingest_settings import MAX_FILE_MB, S3_ATTEMPTS
 from unit_core.scratch import scratch_dir as scratch_folder
 
 #: Inputs larger than this are skipped without being read (no image we want is this big).
-DEFAULT_MAX_FILE_BYTES = 256 * 1024**2
+DEFAULT_MAX_FILE_BYTES = MAX_FILE_MB * 1024**2  # the settings' default (unit_core.ingest_settings)
 # Folders that archivers add and that never hold data.
 _JUNK_FOLDERS = frozenset({"__MACOSX"})
 
@@ -35,7 +36,7 @@ class S3Options:
 
     endpoint_url: str | None = None
     region: str | None = None
-    max_attempts: int = 10  # per request, first try included; "standard" retry mode with backoff
+    max_attempts: int = S3_ATTEMPTS  # per request, first try included; "standard" retry mode with backoff
     page_size: int = 1000
 
 

@@ -84,9 +84,7 @@ def pipeline_without_sweeps() -> str:
 def tiny_preset(name: str, tracking_uri: str) -> dict:
     """The preset ``name`` at test size (same data set kind, paths and model name), tracked at ``tracking_uri``."""
     preset = yaml.safe_load((REPO / "presets" / f"{name}.yaml").read_text(encoding="utf-8"))
-    args = preset["ingest"]["args"]
-    sizes = {"--train": "12", "--test": "4", "--size": "32"}
-    preset["ingest"]["args"] = [sizes.get(args[i - 1], arg) if i else arg for i, arg in enumerate(args)]
+    preset["ingest"].update(train=12, test=4, size=32)
     preset["data"]["image_size"] = 32
     preset["model"] = {"width": 8, "dis_width": 8, "dis_layers": 3, "res_blocks": 2}
     preset["train"] = {"out_dir": f"runs/{name}", "max_steps": 4, "checkpoint_every": 1000, "log_every": 1,

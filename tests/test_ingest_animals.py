@@ -107,8 +107,7 @@ def test_preset_domains_are_the_ingest_class_names(preset: str) -> None:
     import yaml
 
     config = yaml.safe_load((Path(__file__).parents[1] / "presets" / f"{preset}.yaml").read_text(encoding="utf-8"))
-    args = config["ingest"]["args"]
-    classes = parse_classes([args[index + 1] for index, arg in enumerate(args) if arg == "--class"])
+    classes = parse_classes(config["ingest"]["classes"])
     # the paper's breeds / species, one domain each, named as the ingest names its class folders
     assert config["data"]["domains"] == list(PRESETS[preset]) == list(classes)
 

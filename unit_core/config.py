@@ -3,16 +3,39 @@
 Every stage (command line, DVC, Prefect, Ray workers) builds a :class:`UnitConfig`
 from the same file and passes the object on; nothing downstream reads raw dicts.
 Unknown keys and bad values are errors that name the key.
+
+The ``ingest`` section holds the typed settings of one ingest kind
+(``unit_core.ingest_settings``, told apart by ``kind``), e.g.
+``ingest: {kind: demo-street, train: 500, test: 16, size: 64}``; a preset whose ingest
+kind differs from the file below it replaces that section instead of merging into it.
+
+Deprecated: the old form ``ingest: {kind: K, args: ["--flag", "value", ...]}`` (the
+strings of ``unit ingest K ...``). Presets, params.yaml files and the configurations
+stored in checkpoints written before the typed settings still load: the list is
+translated by the flag table of the kind's settings model (:func:`_legacy_ingest`; the
+CLI's parser is not used, as this layer sits below it) and a ``FutureWarning`` shows the
+new form to write instead. A flag the table does not know is a configuration error
+naming it. Settings written as keys beside ``args`` win over it.
 """
 
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from unit_core.ingest_settings import (
+    INGEST_ADAPTER,
+    INGEST_KINDS,
+    DemoStreetIngest,
+    IngestSettings,
+    legacy_args,
+    settings_yaml,
+)
 
 
 class ConfigError(ValueError):
@@ -210,24 +233,36 @@ class TrackingConfig(_Section):
     higher_is_better: bool = True
 
 
-INGEST_KINDS = ("demo-street", "demo-maps", "folders", "street", "cyclegan", "celeba", "animals", "digits", "pairs")
+def _legacy_ingest(value: Any) -> Any:
+    """The deprecated ``{kind, args: [...]}`` form as typed settings (see the module docstring)."""
+    if not isinstance(value, dict) or "args" not in value:
+        return value
+    kind, argv = value.get("kind", "demo-street"), value["args"]
+    if not isinstance(argv, list):
+        raise ValueError(f"args (deprecated) must be a list of command-line strings, got {type(argv).__name__}")
+    try:
+        settings = legacy_args(kind, argv)
+    except ValueError as exc:
+        raise ValueError(f"args (deprecated form of the ingest settings): {exc}") from None
+    converted = {"kind": kind, **settings, **{key: item for key, item in value.items() if key not in ("kind", "args")}}
+    try:  # the new form as it would be written: typed values, defaults left out
+        typed = INGEST_ADAPTER.validate_python(converted).model_dump(mode="json", exclude_defaults=True)
+    except ValidationError:  # shown by the validation that follows, naming the key
+        typed = converted
+    shown = {"kind": kind, **{key: item for key, item in typed.items() if key not in ("kind", "requires")}}
+    warnings.warn(f"ingest.args (a list of command-line strings) is deprecated and will be removed: write the "
+                  f"settings as keys instead, e.g. ingest: {settings_yaml(shown)}", FutureWarning, stacklevel=2)
+    return converted
 
 
-class IngestConfig(_Section):
-    """The pipeline's ingest stage: ``unit ingest <kind> <args...> --out <data.root>``."""
-
-    kind: Literal[INGEST_KINDS] = "demo-street"  # type: ignore[valid-type]
-    args: list[str] = Field(
-        default_factory=lambda: ["--train", "500", "--test", "16", "--size", "64"],
-        description="arguments of 'unit ingest <kind>' before --out: sources and options",
-    )
-    requires: str = Field("", description="what a user must provide for this data set; shown when ingest fails")
+#: The pipeline's ingest stage: ``unit ingest <kind> ... --out <data.root>`` with these settings.
+IngestConfig = Annotated[IngestSettings, BeforeValidator(_legacy_ingest)]
 
 
 class UnitConfig(_Section):
     name: str = Field("street-scenes", pattern=r"^[A-Za-z0-9._-]+$", description="the preset's name")
     seed: int = 0
-    ingest: IngestConfig = IngestConfig()
+    ingest: IngestConfig = DemoStreetIngest(train=500, test=16, size=(64, 64))
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
     optim: OptimConfig = OptimConfig()
@@ -285,7 +320,12 @@ class UnitConfig(_Section):
 def format_errors(source: str, error: ValidationError) -> str:
     lines = []
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        loc = list(item["loc"])
+        if loc[:1] == ["ingest"] and len(loc) > 1 and loc[1] in INGEST_KINDS:
+            del loc[1]  # the tag of the ingest kind's settings model: ingest.size, not ingest.demo-street.size
+        if item["type"] == "union_tag_invalid":
+            loc.append("kind")
+        key = ".".join(str(part) for part in loc) or "(top level)"
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown key"
@@ -353,10 +393,15 @@ def read_mapping(path: Path) -> dict[str, Any]:
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """Sections merge key by key; any other value (lists included) replaces the base's."""
+    """Sections merge key by key; any other value (lists included) replaces the base's.
+
+    A section whose ``kind`` changes (``ingest``) replaces the base's: the settings of one
+    kind mean nothing to another.
+    """
     merged = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        below = merged.get(key)
+        if isinstance(value, dict) and isinstance(below, dict) and value.get("kind", below.get("kind")) == below.get("kind"):
             merged[key] = _merge(merged[key], value)
         else:
             merged[key] = value

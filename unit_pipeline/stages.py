@@ -65,35 +65,30 @@ def _record(stamp: Path, inputs: dict[str, Any], outcome: dict[str, Any]) -> dic
 
 
 def ingest(cfg: UnitConfig) -> dict[str, Any]:
-    """``unit ingest <ingest.kind> <ingest.args...> --out <data.root>``.
+    """``unit ingest <ingest.kind> --out <data.root>`` with the preset's typed ``ingest`` settings.
 
-    Generated (demo) data sets are a pure function of their arguments and are not redone;
+    Generated (demo) data sets are a pure function of their settings and are not redone;
     other sources are read again, and the ingestion itself skips unchanged files by hash.
     """
-    from preprocessing.cli import ingest_parser
-    from unit_core.errors import UserError
+    from preprocessing.run import run_ingest
     from unit_core.evaluation import manifest_sha256
 
     stamp = Path(cfg.data.root) / ".stage-ingest.json"
-    inputs = {"ingest": cfg.ingest.model_dump(), "root": cfg.data.root}
+    inputs = {"ingest": cfg.ingest.model_dump(mode="json"), "root": cfg.data.root}
     if cfg.ingest.kind.startswith("demo-") and (reused := _reuse(stamp, inputs)):
         return reused
-    argv = ["ingest", cfg.ingest.kind, *cfg.ingest.args, "--out", cfg.data.root]
     try:
-        args = ingest_parser().parse_args(argv)
-    except SystemExit:
-        raise StageError(f"preset {cfg.name}: ingest.args are not valid for 'unit ingest {cfg.ingest.kind}': {argv[2:-2]}") from None
-    try:
-        args.func(args)
-    except (UserError, ValueError, OSError) as exc:
+        summary = run_ingest(cfg.ingest, cfg.data.root)
+    except (ValueError, OSError) as exc:  # IngestError is a ValueError
         needs = f"\nThis preset needs: {cfg.ingest.requires}" if cfg.ingest.requires else ""
         raise StageError(f"preset {cfg.name}: ingest failed: {exc}{needs}") from None
+    print(summary.describe())
     return _record(stamp, inputs, {"data_root": cfg.data.root, "manifest_sha256": manifest_sha256(cfg.data.root)})
 
 
 def missing_ingest_inputs(cfg: UnitConfig) -> list[str]:
-    """The files and folders named in ``ingest.args`` (arguments holding a path separator) that do not exist here."""
-    return [arg for arg in cfg.ingest.args if "/" in arg and not arg.startswith("-") and not Path(arg).exists()]
+    """The local files and folders named in the ``ingest`` settings that do not exist here."""
+    return cfg.ingest.missing_inputs()
 
 
 @contextlib.contextmanager
