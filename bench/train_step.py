@@ -93,11 +93,9 @@ def measure(rank: int, args: argparse.Namespace, port: int) -> None:
     if args.workers > 1:
         device = join_process_group(rank, args.workers, port, device)
     set_deterministic(False)
-    trainer = UNITTrainer(cfg, device)
-    if args.workers > 1:
-        ids = [device] if device.type == "cuda" else None
-        trainer.gen_forward = DistributedDataParallel(trainer.gen, device_ids=ids)
-        trainer.dis_forward = DistributedDataParallel(trainer.dis, device_ids=ids)
+    ids = [device] if device.type == "cuda" else None
+    wrap = (lambda module: DistributedDataParallel(module, device_ids=ids)) if args.workers > 1 else None
+    trainer = UNITTrainer(cfg, device, wrap=wrap)
     images = [torch.rand((args.batch, channels, args.size, args.size), device=device) * 2 - 1
               for channels in cfg.channels().values()]
     # The domain-adaptation variant (model.num_classes > 0) trains its classifier on the source domain's labels.

@@ -27,6 +27,8 @@ from unit_core.losses import discriminator_loss, generator_gan_loss, kl_loss, l1
 from unit_core.networks import UNITDiscriminators, UNITGenerator, shifted_targets
 
 PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+#: Wraps a network for gradient synchronisation, e.g. in DistributedDataParallel.
+Wrap = Callable[[nn.Module], Callable[..., Any]]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -74,7 +76,15 @@ def lr_factor(cfg: UnitConfig) -> Callable[[int], float]:
 
 
 class UNITTrainer:
-    def __init__(self, cfg: UnitConfig, device: str | torch.device = "cpu"):
+    """The networks, their optimizers and one training step.
+
+    ``wrap``: wraps gen and dis for the forward passes that need gradient synchronisation
+    (a data-parallel run: DistributedDataParallel); with ``train.compile`` the wrapped
+    passes are compiled. Everything else (the G step's pass through D, sampling, state)
+    uses the plain ``gen`` and ``dis``.
+    """
+
+    def __init__(self, cfg: UnitConfig, device: str | torch.device = "cpu", wrap: Wrap | None = None):
         self.cfg = cfg
         self.device = torch.device(device)
         self.step = 0
@@ -88,13 +98,8 @@ class UNITTrainer:
             net.apply(init_weights)
             net.to(device=self.device, memory_format=memory_format)
         self.memory_format = memory_format
-        # Callables used for the forward passes that need gradient synchronisation; a
-        # distributed runner replaces them with DDP wrappers of self.gen / self.dis.
-        self.gen_forward: Callable[..., Any] = self.gen
-        self.dis_forward: Callable[..., Any] = self.dis
-        if cfg.train.compile:
-            self.gen_forward = CompiledOrEager(self.gen)
-            self.dis_forward = CompiledOrEager(self.dis)
+        self._gen_forward = _forward_pass(self.gen, wrap, cfg.train.compile)
+        self._dis_forward = _forward_pass(self.dis, wrap, cfg.train.compile)
 
         o = cfg.optim
         fused = o.fused and self.device.type == "cuda"
@@ -149,7 +154,7 @@ class UNITTrainer:
         self.gen.train()
         self.dis.train()
         with self.autocast():
-            streams = self.gen_forward(batches, targets, with_cycle=self.uses_cycle)
+            streams = self._gen_forward(batches, targets, with_cycle=self.uses_cycle)
         losses = self.discriminator_step(batches, streams, targets, labels)
 
         # G step against the updated discriminators; their weights need no gradient here,
@@ -201,7 +206,7 @@ class UNITTrainer:
         n = len(images[source])
         self.dis_opt.zero_grad(set_to_none=True)
         with self.autocast():
-            outputs = self.dis_forward(batches, with_features=True)
+            outputs = self._dis_forward(batches, with_features=True)
             # Under autocast too: the features are bf16/fp16 there, the classifier's weights fp32.
             class_logits = self.dis.class_logits(outputs[source][2][:n]).float() if self.adapts else None
         losses = {}
@@ -302,6 +307,12 @@ class UNITTrainer:
         if "cuda" in payload["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(payload["rng"]["cuda"], self.device)
         self.step = int(payload["step"])
+
+
+def _forward_pass(module: nn.Module, wrap: Wrap | None, compile_: bool) -> Callable[..., Any]:
+    """``module``, wrapped by ``wrap`` if given, then compiled if ``compile_``."""
+    forward = wrap(module) if wrap is not None else module
+    return CompiledOrEager(forward) if compile_ else forward
 
 
 class CompiledOrEager:

@@ -4,6 +4,8 @@ Outside concerns (experiment tracking, distributed reporting) plug in through
 :class:`TrainingCallback` and :class:`DataParallel`; this module knows nothing of them.
 A data-parallel runner (``unit_distributed``) starts one process per rank, initialises
 ``torch.distributed`` and calls :func:`fit` in each with its :class:`DataParallel`.
+:func:`fit` is :func:`prepare_run` (all that comes before the first step) then
+:func:`train_loop` (the steps, log lines, checkpoints and callbacks).
 
 Run folder layout::
 
@@ -20,16 +22,14 @@ import contextlib
 import json
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
-from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -38,7 +38,7 @@ from unit_core.config import ModelConfig, UnitConfig
 from unit_core.data import StepSampler, UnpairedSamples, domain_folder, domain_images, fixed_samples, image_labels
 from unit_core.images import save_grid
 from unit_core.scratch import atomic_write, remove_stale
-from unit_core.trainer import UNITTrainer, CompiledOrEager, resolve_device, set_deterministic
+from unit_core.trainer import UNITTrainer, Wrap, resolve_device, set_deterministic
 
 
 #: Columns of the sample grids (UNITTrainer.sample_rows).
@@ -77,8 +77,8 @@ class DataParallel:
     rank: int = 0
     world_size: int = 1
     device: torch.device | None = None  # None: train.device
-    # Wraps gen and dis for gradient synchronisation, e.g. in DistributedDataParallel.
-    wrap: Callable[[nn.Module], Callable[..., Any]] | None = None
+    # Wraps gen and dis for gradient synchronisation, e.g. in DistributedDataParallel (see UNITTrainer).
+    wrap: Wrap | None = None
     replica_callbacks: tuple[ReplicaCallback, ...] = ()
 
     @property
@@ -203,6 +203,26 @@ def fit(
     With several ranks, ``resume`` must name a checkpoint file every rank can read, and the
     returned paths are those rank 0 writes.
     """
+    return train_loop(prepare_run(cfg, resume, parallel), callbacks, progress)
+
+
+@dataclass
+class PreparedRun:
+    """What :func:`prepare_run` sets up for :func:`train_loop`: one rank's trainer and the batches of its steps left."""
+
+    cfg: UnitConfig
+    parallel: DataParallel
+    paths: dict[str, Path]
+    trainer: UNITTrainer
+    loader: DataLoader
+    with_labels: bool  # each batch ends with the class labels of the source domain's images
+    fixed: dict[str, torch.Tensor] | None  # the sample grids' images per domain (the writing rank only)
+
+
+def prepare_run(cfg: UnitConfig, resume: bool | str | Path = False, parallel: DataParallel = DataParallel()) -> PreparedRun:
+    """Everything before the first step: device and determinism settings, the training images, the trainer
+    (wrapped by ``parallel.wrap``, compiled with ``train.compile``), the checkpoint resumed from, the run
+    folder (rank 0) and the loader of the steps left."""
     out_dir = Path(cfg.train.out_dir)
     paths = run_paths(out_dir)
     device = parallel.device or resolve_device(cfg.train.device)
@@ -224,14 +244,9 @@ def fit(
     fixed = {slot: fixed_samples(data.root, name, channels[slot], data, cfg.train.sample_count)
              for slot, name in domains.items()} if writer else None
 
-    trainer = UNITTrainer(cfg, device)
+    trainer = UNITTrainer(cfg, device, wrap=parallel.wrap)
     if resume:
-        source = paths["latest"] if resume is True else Path(resume)
-        payload = load_checkpoint(source, map_location=device)
-        check_same_model(cfg, payload["config"], source)
-        trainer.load_state_dict(payload, source=source)
-        if writer:
-            _truncate_log(paths["log"], trainer.step)
+        _resume(trainer, paths["latest"] if resume is True else Path(resume), paths["log"] if writer else None)
     elif writer and paths["latest"].exists():
         raise CheckpointError(
             f"{out_dir}: already holds a run (checkpoints/latest.pt); resume it with --resume "
@@ -239,12 +254,6 @@ def fit(
         )
     if parallel.rank:
         _seed_latent_noise(cfg.seed, trainer.step, parallel.rank)
-    if parallel.wrap is not None:
-        trainer.gen_forward = parallel.wrap(trainer.gen)
-        trainer.dis_forward = parallel.wrap(trainer.dis)
-        if cfg.train.compile:
-            trainer.gen_forward = CompiledOrEager(trainer.gen_forward)
-            trainer.dis_forward = CompiledOrEager(trainer.dis_forward)
 
     if writer:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -253,49 +262,82 @@ def fit(
         paths["config"].write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
 
     samples = UnpairedSamples(list(files.values()), data, list(channels.values()), cfg.seed, labels)
-    loader = training_loader(cfg, samples, trainer.step,
-                             parallel.rank, parallel.world_size, pin_memory=device.type == "cuda")
+    loader = training_loader(cfg, samples, trainer.step, parallel.rank, parallel.world_size, pin_memory=device.type == "cuda")
+    return PreparedRun(cfg, parallel, paths, trainer, loader, labels is not None, fixed)
+
+
+def _resume(trainer: UNITTrainer, source: Path, log: Path | None) -> None:
+    """Load the checkpoint ``source`` (its architecture checked against the configuration) and cut ``log`` back to its step."""
+    payload = load_checkpoint(source, map_location=trainer.device)
+    check_same_model(trainer.cfg, payload["config"], source)
+    trainer.load_state_dict(payload, source=source)
+    if log is not None:
+        _truncate_log(log, trainer.step)
+
+
+def train_loop(run: PreparedRun, callbacks: tuple[TrainingCallback, ...] = (), progress: bool = True) -> TrainingResult:
+    """The steps left: a training step each; every ``log_every`` steps a log line, every ``checkpoint_every`` a checkpoint.
+
+    The writing rank (0) writes the log, checkpoints and grids and calls ``callbacks``;
+    every rank calls ``parallel.replica_callbacks``.
+    """
+    cfg, parallel, paths, trainer = run.cfg, run.parallel, run.paths, run.trainer
+    writer, count, train = parallel.writes_files, len(cfg.domains()), cfg.train
+    first = next(iter(cfg.domains()))
     # Unchanged if no step is left to run (resuming a finished run).
     checkpoint, grid = paths["latest"], paths["samples"] / f"step_{trainer.step:08d}.png"
     metrics: dict[str, float] = {}
-    sums: dict[str, torch.Tensor] = {}
-    window_steps, window_start = 0, time.perf_counter()
-    pairs_per_step = cfg.train.batch_size * parallel.world_size
-    bar = tqdm(total=cfg.train.max_steps, initial=trainer.step, disable=not (progress and writer), unit="step",
-               dynamic_ncols=True)
+    window = LossWindow(train.batch_size * parallel.world_size, parallel.world_size)
+    bar = tqdm(total=train.max_steps, initial=trainer.step, disable=not (progress and writer), unit="step", dynamic_ncols=True)
     with bar, (paths["log"].open("a", encoding="utf-8") if writer else contextlib.nullcontext()) as log:
-        for batch in loader:  # an image batch per domain, then with labels those of the source domain's images
-            losses = trainer.train_step(batch[: len(domains)], batch[len(domains)] if labels is not None else None)
-            for name, value in losses.items():
-                sums[name] = sums[name] + value if name in sums else value.clone()
-            window_steps += 1
+        for batch in run.loader:  # an image batch per domain, then with labels those of the source domain's images
+            window.add(trainer.train_step(batch[:count], batch[count] if run.with_labels else None))
             bar.update(1)
             step = trainer.step
-            if step % cfg.train.log_every == 0 or step == cfg.train.max_steps:
-                elapsed = time.perf_counter() - window_start
-                metrics = _window_means(sums, window_steps, parallel.world_size)
-                metrics["pairs_per_sec"] = window_steps * pairs_per_step / max(elapsed, 1e-9)
-                metrics["lr"] = trainer.last_lr
+            if step % train.log_every == 0 or step == train.max_steps:
+                metrics = window.metrics(trainer.last_lr)
                 if writer:
                     log.write(json.dumps({"step": step, **metrics}) + "\n")
                     log.flush()
-                    bar.set_postfix(
-                        G=f"{metrics['gen/total']:.3f}", D=f"{metrics['dis/total']:.3f}",
-                        recon=f"{metrics[f'gen/recon_{first}']:.3f}", pairs_s=f"{metrics['pairs_per_sec']:.2f}",
-                    )
+                    bar.set_postfix(G=f"{metrics['gen/total']:.3f}", D=f"{metrics['dis/total']:.3f}",
+                                    recon=f"{metrics[f'gen/recon_{first}']:.3f}", pairs_s=f"{metrics['pairs_per_sec']:.2f}")
                     for callback in callbacks:
                         callback.on_log(step, metrics)
                 for replica_callback in parallel.replica_callbacks:
                     replica_callback.on_log(step, metrics)
-                sums, window_steps, window_start = {}, 0, time.perf_counter()
-            if step % cfg.train.checkpoint_every == 0 or step == cfg.train.max_steps:
+                window = LossWindow(train.batch_size * parallel.world_size, parallel.world_size)  # timed from here
+            if step % train.checkpoint_every == 0 or step == train.max_steps:
                 if writer:
-                    checkpoint, grid = save_training_state(trainer, paths, cfg.train.keep_checkpoints, fixed)
+                    checkpoint, grid = save_training_state(trainer, paths, train.keep_checkpoints, run.fixed)
                     for callback in callbacks:
                         callback.on_checkpoint(step, checkpoint, grid)
                 for replica_callback in parallel.replica_callbacks:
                     replica_callback.on_checkpoint(step, trainer, checkpoint if writer else None, grid if writer else None)
-    return TrainingResult(out_dir=out_dir, step=trainer.step, checkpoint=checkpoint, grid=grid, last_metrics=metrics)
+    return TrainingResult(out_dir=Path(cfg.train.out_dir), step=trainer.step, checkpoint=checkpoint, grid=grid,
+                          last_metrics=metrics)
+
+
+class LossWindow:
+    """The losses of the steps since the last log line, summed on the device (no sync per step), and their time."""
+
+    def __init__(self, pairs_per_step: int, world_size: int):
+        self.pairs_per_step, self.world_size = pairs_per_step, world_size
+        self.sums: dict[str, torch.Tensor] = {}
+        self.steps = 0
+        self.start = time.perf_counter()
+
+    def add(self, losses: dict[str, torch.Tensor]) -> None:
+        for name, value in losses.items():
+            self.sums[name] = self.sums[name] + value if name in self.sums else value.clone()
+        self.steps += 1
+
+    def metrics(self, lr: float) -> dict[str, float]:
+        """Each loss's mean over the window and all ranks, image pairs per second (all ranks) and ``lr``."""
+        elapsed = time.perf_counter() - self.start
+        metrics = _window_means(self.sums, self.steps, self.world_size)
+        metrics["pairs_per_sec"] = self.steps * self.pairs_per_step / max(elapsed, 1e-9)
+        metrics["lr"] = lr
+        return metrics
 
 
 def _window_means(sums: dict[str, torch.Tensor], window_steps: int, world_size: int) -> dict[str, float]:
