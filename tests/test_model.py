@@ -10,7 +10,7 @@ import torch
 from unit_core.config import load_config
 from unit_core.losses import discriminator_loss, generator_gan_loss, kl_loss, l1_loss
 from unit_core.networks import UNITDiscriminators, UNITGenerator
-from unit_core.trainer import UNITTrainer
+from unit_core.trainer import UNITTrainer, generator_weights
 
 
 def small_model(*overrides: str):
@@ -125,17 +125,47 @@ def test_generator_objective_weights_every_term_by_its_lambda():
     fakes = {"a": [torch.tensor([0.0])], "b": [torch.tensor([0.0])]}
     terms = trainer.generator_terms(images, streams, fakes)
     expected = {
-        ("gan", "a"): math.log(2), ("gan", "b"): math.log(2), ("kl", "a"): 1.0, ("kl", "b"): 4.0,
-        ("recon", "a"): 0.5, ("recon", "b"): 0.25, ("kl_cycle", "a"): 1.0 + 9.0, ("kl_cycle", "b"): 4.0 + 0.0,
-        ("cycle", "a"): 0.1, ("cycle", "b"): 0.2,
+        "gan/a": math.log(2), "gan/b": math.log(2), "kl/a": 1.0, "kl/b": 4.0,
+        "recon/a": 0.5, "recon/b": 0.25, "kl_cycle/a": 1.0 + 9.0, "kl_cycle/b": 4.0 + 0.0,
+        "cycle/a": 0.1, "cycle/b": 0.2,
     }
     assert {k: pytest.approx(v, rel=1e-6) for k, v in expected.items()} == {k: t.item() for k, t in terms.items()}
     total = trainer.generator_total(terms).item()
     assert total == pytest.approx(2 * math.log(2) + 2 * 5 + 3 * 0.75 + 4 * 14 + 5 * 0.3, rel=1e-6)
     losses = trainer.train_step([torch.rand(1, 3, 16, 16) * 2 - 1, torch.rand(1, 3, 16, 16) * 2 - 1])
-    assert losses["gen/total"].item() == pytest.approx(trainer.generator_total(
-        {tuple(name[4:].rsplit("_", 1)): value for name, value in losses.items()
-         if name.startswith("gen/") and name != "gen/total"}).item(), rel=1e-5)  # what the step optimised
+    by_hand = sum(weight * (losses[f"gen/{kind}_a"] + losses[f"gen/{kind}_b"]).item()
+                  for kind, weight in (("gan", 1), ("kl", 2), ("recon", 3), ("kl_cycle", 4), ("cycle", 5)))
+    assert losses["gen/total"].item() == pytest.approx(by_hand, rel=1e-5)  # what the step optimised
+
+
+def test_each_loss_term_has_its_own_weight_in_the_totals():
+    """Distinct weights and distinct sums per kind of term: a weight given to the wrong term changes a total."""
+    weights = ["loss.gan=2", "loss.kl=3", "loss.recon=5", "loss.kl_cycle=7", "loss.cycle=11", "loss.classifier=13",
+               "loss.feature=17"]
+    trainer = UNITTrainer(load_config(None, ["model.width=8", "model.dis_width=8", "model.dis_layers=3", *weights]))
+    value = lambda v: torch.tensor(v, dtype=torch.float64)  # powers of two: the sums below are exact
+    gen = {"gan/a": 0.5, "gan/b": 0.25, "kl/a": 1.0, "kl/b": 4.0, "recon/a": 0.125, "recon/b": 8.0,
+           "kl_cycle/a": 16.0, "kl_cycle/b": 0.0625, "cycle/a": 32.0, "cycle/b": 64.0}
+    expected = 2 * (0.5 + 0.25) + 3 * (1.0 + 4.0) + 5 * (0.125 + 8.0) + 7 * (16.0 + 0.0625) + 11 * (32.0 + 64.0)
+    assert trainer.generator_total({name: value(v) for name, v in gen.items()}).item() == expected
+    dis = {"gan/a": 0.5, "gan/b": 2.0, "classifier": 0.25, "feature": 4.0}
+    assert trainer.discriminator_total({name: value(v) for name, v in dis.items()}).item() == 2 * 2.5 + 13 * 0.25 + 17 * 4.0
+    with pytest.raises(KeyError, match="without a weight: gan/c"):
+        trainer.generator_total({"gan/a": value(1.0), "gan/c": value(1.0)})
+    assert set(generator_weights(trainer.cfg.loss, ("x", "y", "z"))) == {
+        f"{kind}/{d}" for kind in ("gan", "kl", "recon", "kl_cycle", "cycle") for d in ("x", "y", "z")}
+
+    # and a step optimises these totals: the adaptation variant, with every weight distinct
+    trainer = adaptation_trainer_with(*weights[:3], *weights[5:])
+    labels = torch.tensor([0, 3, 7, 9])
+    losses = trainer.train_step([torch.rand(4, 1, 28, 28) * 2 - 1, torch.rand(4, 1, 28, 28) * 2 - 1], labels)
+    logged = {name: term.item() for name, term in losses.items()}
+    dis_by_hand = 2 * (logged["dis/a"] + logged["dis/b"]) + 13 * logged["dis/classifier"] + 17 * logged["dis/feature"]
+    assert logged["dis/total"] == pytest.approx(dis_by_hand, rel=1e-5)
+    gen_by_hand = sum(weight * (logged[f"gen/{kind}_a"] + logged[f"gen/{kind}_b"])
+                      for kind, weight in (("gan", 2), ("kl", 3), ("recon", 5)))
+    assert logged["gen/total"] == pytest.approx(gen_by_hand, rel=1e-5)
+    assert not any(name.startswith(("gen/cycle", "gen/kl_cycle")) for name in logged)
 
 
 def test_cycle_terms_vanish_when_switched_off():

@@ -22,13 +22,42 @@ import torch.nn.functional as F
 from torch import nn
 
 from unit_core.checkpoint import restore_weights
-from unit_core.config import UnitConfig
+from unit_core.config import LossConfig, UnitConfig
 from unit_core.losses import discriminator_loss, generator_gan_loss, kl_loss, l1_loss
 from unit_core.networks import UNITDiscriminators, UNITGenerator, shifted_targets
 
 PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: Wraps a network for gradient synchronisation, e.g. in DistributedDataParallel.
 Wrap = Callable[[nn.Module], Callable[..., Any]]
+
+
+def generator_weights(loss: LossConfig, domains: Sequence[str]) -> dict[str, float]:
+    """The weight of each generator term of eq. (2)-(8), by term name; per domain d:
+
+    ``gan/d`` lambda0 (D_d on the translation into d), ``kl/d`` lambda1 and ``recon/d``
+    lambda2 (the reconstruction stream of x_d), ``kl_cycle/d`` lambda3 and ``cycle/d``
+    lambda4 (the cycle stream of x_d).
+    """
+    weights: dict[str, float] = {}
+    for d in domains:
+        weights |= {f"gan/{d}": loss.gan, f"kl/{d}": loss.kl, f"recon/{d}": loss.recon,
+                    f"kl_cycle/{d}": loss.kl_cycle, f"cycle/{d}": loss.cycle}
+    return weights
+
+
+def discriminator_weights(loss: LossConfig, domains: Sequence[str]) -> dict[str, float]:
+    """The weight of each discriminator term, by term name: ``gan/d`` lambda0 per domain d and the
+    domain-adaptation terms ``classifier`` (cross-entropy of the source labels) and ``feature``
+    (L1 between the D features of generated pairs)."""
+    return {**{f"gan/{d}": loss.gan for d in domains}, "classifier": loss.classifier, "feature": loss.feature}
+
+
+def weighted_total(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+    """Sum of each term times its weight; a term without one is an error, not a silent weight."""
+    unweighted = sorted(set(terms) - set(weights))
+    if unweighted:
+        raise KeyError(f"loss terms without a weight: {', '.join(unweighted)}")
+    return sum(weights[name] * value for name, value in terms.items())
 
 
 def resolve_device(name: str) -> torch.device:
@@ -100,6 +129,8 @@ class UNITTrainer:
         self.memory_format = memory_format
         self._gen_forward = _forward_pass(self.gen, wrap, cfg.train.compile)
         self._dis_forward = _forward_pass(self.dis, wrap, cfg.train.compile)
+        self.generator_weights = generator_weights(cfg.loss, self.domains)
+        self.discriminator_weights = discriminator_weights(cfg.loss, self.domains)
 
         o = cfg.optim
         fused = o.fused and self.device.type == "cuda"
@@ -176,7 +207,9 @@ class UNITTrainer:
         self.gen_sched.step()
         self.dis_sched.step()
         self.step += 1
-        losses.update({f"gen/{kind}_{domain}": value.detach() for (kind, domain), value in terms.items()})
+        for name, value in terms.items():
+            kind, domain = name.split("/")
+            losses[f"gen/{kind}_{domain}"] = value.detach()
         losses["gen/total"] = gen_total.detach()
         return losses
 
@@ -192,7 +225,7 @@ class UNITTrainer:
         the features of each generated pair decoded from one latent code, (x_ss, x_st)
         and (x_ts, x_tt).
         """
-        weights, mode = self.cfg.loss, self.cfg.loss.gan_mode
+        mode = self.cfg.loss.gan_mode
         translated_into = {target: source for source, target in targets.items()}
         batches = {}
         for domain, real in images.items():
@@ -209,48 +242,53 @@ class UNITTrainer:
             outputs = self._dis_forward(batches, with_features=True)
             # Under autocast too: the features are bf16/fp16 there, the classifier's weights fp32.
             class_logits = self.dis.class_logits(outputs[source][2][:n]).float() if self.adapts else None
-        losses = {}
+        terms = {}
         for domain, (logits, *_) in outputs.items():
             count = len(images[domain])
-            losses[f"dis/{domain}"] = discriminator_loss([o[:count] for o in logits], [o[count : 2 * count] for o in logits], mode)
-        total = weights.gan * sum(losses.values())
+            terms[f"gan/{domain}"] = discriminator_loss([o[:count] for o in logits], [o[count : 2 * count] for o in logits], mode)
+        losses = {f"dis/{domain}": terms[f"gan/{domain}"] for domain in outputs}
         if self.adapts:
             labels = labels.to(self.device)
             features_s, features_t = outputs[source][1], outputs[target][1]
-            classifier = F.cross_entropy(class_logits, labels)
-            feature = l1_loss(features_s[2 * n :], features_t[n : 2 * n]) + l1_loss(features_s[n : 2 * n], features_t[2 * n :])
-            total = total + weights.classifier * classifier + weights.feature * feature
-            losses |= {"dis/classifier": classifier, "dis/feature": feature,
+            terms["classifier"] = F.cross_entropy(class_logits, labels)
+            terms["feature"] = (l1_loss(features_s[2 * n :], features_t[n : 2 * n])
+                                + l1_loss(features_s[n : 2 * n], features_t[2 * n :]))
+            losses |= {"dis/classifier": terms["classifier"], "dis/feature": terms["feature"],
                        f"dis/accuracy_{source}": (class_logits.argmax(1) == labels).float().mean()}
+        total = self.discriminator_total(terms)
         self.dis_scaler.scale(total).backward()
         self.dis_scaler.step(self.dis_opt)
         self.dis_scaler.update()
         losses["dis/total"] = total
         return {name: value.detach() for name, value in losses.items()}
 
-    def generator_terms(self, images, streams, fakes) -> dict[tuple[str, str], torch.Tensor]:
-        """Unweighted terms of eq. (2)-(8), keyed (kind, domain); each kind (gan, kl, recon, kl_cycle, cycle) names its LossConfig weight.
+    def discriminator_total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The discriminator's objective: each term times its weight in :func:`discriminator_weights`."""
+        return weighted_total(terms, self.discriminator_weights)
+
+    def generator_terms(self, images, streams, fakes) -> dict[str, torch.Tensor]:
+        """Unweighted terms of eq. (2)-(8), keyed ``<kind>/<domain>`` as in :func:`generator_weights`.
 
         ``gan`` of domain d: D_d on the translation into d; the others: of the streams that
         start from x_d.
         """
         mode = self.cfg.loss.gan_mode
-        terms: dict[tuple[str, str], torch.Tensor] = {}
+        terms: dict[str, torch.Tensor] = {}
         for domain, logits in fakes.items():
-            terms["gan", domain] = generator_gan_loss(logits, mode)
+            terms[f"gan/{domain}"] = generator_gan_loss(logits, mode)
         for domain, real in images.items():
             kl = kl_loss(streams[f"mu/{domain}"])
-            terms["kl", domain] = kl
-            terms["recon", domain] = l1_loss(streams[f"recon/{domain}"], real)
+            terms[f"kl/{domain}"] = kl
+            terms[f"recon/{domain}"] = l1_loss(streams[f"recon/{domain}"], real)
             if self.uses_cycle:
                 # Each cycle stream has its own two KL terms (eq. 5-6): of x and of its translation.
-                terms["kl_cycle", domain] = kl + kl_loss(streams[f"mu_cycle/{domain}"])
-                terms["cycle", domain] = l1_loss(streams[f"cycle/{domain}"], real)
+                terms[f"kl_cycle/{domain}"] = kl + kl_loss(streams[f"mu_cycle/{domain}"])
+                terms[f"cycle/{domain}"] = l1_loss(streams[f"cycle/{domain}"], real)
         return terms
 
-    def generator_total(self, terms: dict[tuple[str, str], torch.Tensor]) -> torch.Tensor:
-        """The generator's objective: each term times the LossConfig weight its kind names (lambda0..lambda4)."""
-        return sum(getattr(self.cfg.loss, kind) * value for (kind, _), value in terms.items())
+    def generator_total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The generator's objective: each term times its weight in :func:`generator_weights` (lambda0..lambda4)."""
+        return weighted_total(terms, self.generator_weights)
 
     # --------------------------------------------------------------- inference
     @torch.no_grad()
