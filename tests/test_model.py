@@ -72,6 +72,19 @@ def test_shapes_of_streams_and_discriminator_outputs():
     assert len(outputs["b"]) == 3
 
 
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+def test_the_batched_pass_is_separate_passes_except_under_batch_norm_in_training(norm):
+    gen = UNITGenerator(small_model(f"model.norm={norm}", "model.res_blocks=2", "model.n_shared=1"))
+    x_a, x_b = torch.randn(3, 3, 16, 16), torch.randn(2, 3, 16, 16) * 3 + 1  # b's statistics differ from a's
+    for training in (True, False):
+        gen.train(training)
+        with torch.no_grad():
+            batched = gen({"a": x_a, "b": x_b}, {"a": "b", "b": "a"}, with_cycle=False)["mu/a"]
+            alone = gen.encode(x_a, "a")  # E_a on x_a by itself: mu/a of a separate pass
+        same = torch.allclose(batched, alone, atol=1e-5)
+        assert same == (norm == "instance" or not training), (norm, training)
+
+
 def test_eval_mode_uses_the_latent_mean():
     gen = UNITGenerator(small_model()).eval()
     x = torch.randn(1, 3, 16, 16)

@@ -164,14 +164,21 @@ class UNITGenerator(nn.Module):
         """Reconstruction, translation and (optionally) cycle streams of eq. (2)-(8) for every domain of ``images``.
 
         ``targets`` maps each domain to the one its batch is translated to this step
-        (:func:`shifted_targets`). Under instance norm (per sample) this is the same maths as
-        running E/G per stream, with less work: all domains pass the shared blocks as one
-        batch, and the shared decoder blocks run once per code, not once per target domain.
-        Each G_t renders, in domain order, the codes of its own domain and of the domain
-        translated into it. Under batch norm (the digits presets) the shared blocks and
-        each decoder's own layers thus normalise over codes of several domains together:
-        batch statistics mixed across domains, the shared-latent-space assumption applied
-        to the statistics too.
+        (:func:`shifted_targets`). The streams are batched: all domains' codes pass the
+        shared blocks as one batch (the shared decoder blocks once per code, not once per
+        target domain), each G_t renders, in domain order, the codes of its own domain and
+        of the domain translated into it as one batch, and the cycle pass batches all
+        domains' translations through the shared blocks again. Only the encoders' own
+        layers, and G_d rendering the cycle codes of x_d, see one domain at a time.
+
+        Under instance norm (per sample) that is the same maths as one E/G pass per stream,
+        with less work. Under batch norm in training mode (the digits presets) it is not:
+        the shared blocks, and each G_t's own residual blocks (if it has any), normalise over
+        the codes of several domains together, so a stream depends on the other domains' batch;
+        the NIPS-era code does the same (its digits generator concatenates both domains'
+        features before the shared layers and decodes that joint batch with each domain's
+        decoder). In eval mode batch norm uses its running statistics (gathered from those
+        mixed batches), and the batched pass is again the same as separate ones.
         """
         order = [d for d in self.domains if d in images]
         sizes = [len(images[d]) for d in order]
