@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,6 +62,32 @@ def test_translate_keeps_the_size_of_real_frames(trained: Path, shared_data: Pat
         assert produced.size == Image.open(source).size == ((933, 512) if source.parent == gta else (1024, 512))
         assert produced.mode == "RGB"
         assert np.asarray(produced).std() > 0
+
+
+def test_translate_in_bf16_stays_within_a_few_grey_levels_of_fp32(trained: Path, shared_data: Path, tmp_path: Path):
+    frame = shared_data / "street" / "gta2city" / "gta" / "00001.jpg"
+    outputs = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        result = unit("translate", "--checkpoint", str(trained), "--direction", "a2b", str(frame), "--out", str(out),
+                      "--precision", precision)
+        assert result.returncode == 0, result.stderr
+        assert f"{precision}) to" in result.stdout
+        outputs[precision] = np.asarray(Image.open(out / "00001.png"), dtype=np.int16)
+    difference = np.abs(outputs["fp32"] - outputs["bf16"])
+    assert 0 < difference.mean() < 3 and np.percentile(difference, 99) <= 8
+
+
+def test_automatic_precision_is_bf16_only_where_the_cpu_has_bf16_instructions():
+    from unit_core.translate import autocast_dtype_for, cpu_has_bf16
+
+    sapphire = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+    skylake = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_vnni\n"
+    assert cpu_has_bf16(sapphire) and not cpu_has_bf16(skylake) and not cpu_has_bf16("")
+    cpu = torch.device("cpu")
+    assert autocast_dtype_for("fp32", cpu) is None and autocast_dtype_for("bf16", cpu) is torch.bfloat16
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        autocast_dtype_for("fp8", cpu)
 
 
 def test_translate_handles_odd_modes_and_reports_unreadable_files(trained: Path, tmp_path: Path):

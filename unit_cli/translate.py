@@ -38,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="replace files in --out that unit translate did not write (inputs are never replaced)")
     parser.add_argument("--batch-size", type=int, default=8, help="images of equal size translated together")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="arithmetic of the generator: auto = bf16 on GPUs and CPUs with bf16 instructions "
+                             "(outputs within a few grey levels of fp32, about 2x faster on such CPUs), else fp32")
     parser.set_defaults(func=run)
 
 
@@ -108,7 +111,7 @@ def read_images(pairs: list[tuple[Path, Path]], failures: list[str]) -> Iterator
         yield relative, image
 
 
-def translator_of_model(model_uri: str, tracking_uri: str, device: str):
+def translator_of_model(model_uri: str, tracking_uri: str, device: str, precision: str):
     """The translator of a logged model: its weights are downloaded and read as a checkpoint, no model code runs."""
     from unit_core.errors import UserError
     from unit_core.translate import Translator
@@ -116,7 +119,7 @@ def translator_of_model(model_uri: str, tracking_uri: str, device: str):
 
     try:
         with downloaded_checkpoint(model_uri, tracking_uri) as checkpoint:
-            return Translator.from_checkpoint(checkpoint, device)
+            return Translator.from_checkpoint(checkpoint, device, precision)
     except TrackingError as exc:
         raise UserError(str(exc)) from None
 
@@ -136,9 +139,9 @@ def run(args: argparse.Namespace) -> int:
     pairs = collect_inputs(args.inputs, failures)
     try:
         if args.model:
-            translator = translator_of_model(args.model, args.tracking_uri, args.device)
+            translator = translator_of_model(args.model, args.tracking_uri, args.device, args.precision)
         else:
-            translator = Translator.from_checkpoint(args.checkpoint, args.device)
+            translator = Translator.from_checkpoint(args.checkpoint, args.device, args.precision)
     except (CheckpointError, ValueError) as exc:
         raise UserError(str(exc)) from None
     try:
@@ -164,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"unit translate: skipped {failure}")
     written = len(pairs) - len(unreadable)
     names = ", ".join(translator.names[target] for target in targets)
-    print(f"unit translate: wrote {written * len(targets)} image(s) ({written} input(s) to {names}) to {args.out}")
+    print(f"unit translate: wrote {written * len(targets)} image(s) ({written} input(s) to {names}, "
+          f"{translator.precision}) to {args.out}")
     return 1 if failures else 0
 
 

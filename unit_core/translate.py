@@ -18,6 +18,33 @@ from unit_core.trainer import resolve_device
 #: Two-domain models: the direction names of their two translations (x1 -> x2 and back).
 DIRECTIONS = ("a2b", "b2a")
 SIZE_MULTIPLE = 4  # two stride-2 layers
+#: Arithmetic of the generator at inference: auto = bf16 where the hardware computes it natively.
+PRECISIONS = ("auto", "fp32", "bf16")
+CPU_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}  # /proc/cpuinfo flags of x86 CPUs with bf16 instructions
+
+
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU has bf16 instructions, from the flags of ``/proc/cpuinfo`` (False where that file is absent).
+
+    Without them oneDNN emulates bf16 and it is slower than fp32.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False
+    return any(set(line.split(":", 1)[1].split()) & CPU_BF16_FLAGS
+               for line in cpuinfo.splitlines() if line.startswith("flags") and ":" in line)
+
+
+def autocast_dtype_for(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` on ``device`` (None: fp32, no autocast)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        native = (torch.cuda.is_bf16_supported() if device.type == "cuda" else device.type == "cpu" and cpu_has_bf16())
+        precision = "bf16" if native else "fp32"
+    return torch.bfloat16 if precision == "bf16" else None
 
 
 class Translator:
@@ -36,8 +63,12 @@ class Translator:
         self.autocast_dtype = autocast_dtype
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> "Translator":
-        return translator_from_checkpoint(path, device)[0]
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str = "fp32") -> "Translator":
+        return translator_from_checkpoint(path, device, precision)[0]
+
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.autocast_dtype == torch.bfloat16 else "fp16" if self.autocast_dtype else "fp32"
 
     @property
     def domains(self) -> tuple[str, ...]:
@@ -90,10 +121,15 @@ class Translator:
         return outputs
 
 
-def translator_from_checkpoint(path: str | Path, device: str = "auto") -> tuple[Translator, UnitConfig]:
-    """The translator of a checkpoint and the configuration it was trained with (one file read)."""
+def translator_from_checkpoint(path: str | Path, device: str = "auto", precision: str = "fp32") -> tuple[Translator, UnitConfig]:
+    """The translator of a checkpoint and the configuration it was trained with (one file read).
+
+    ``precision``: one of :data:`PRECISIONS`; fp32 by default, so evaluation numbers do not
+    depend on the hardware.
+    """
     cfg, generator = load_generator(path)
-    return Translator(generator, cfg.channels(), resolve_device(device), names=cfg.domains()), cfg
+    target = resolve_device(device)
+    return Translator(generator, cfg.channels(), target, autocast_dtype_for(precision, target), names=cfg.domains()), cfg
 
 
 def batches_by_size(images: Iterable[tuple[Path, Image.Image]], batch_size: int) -> Iterator[list[tuple[Path, Image.Image]]]:
