@@ -1,7 +1,8 @@
 """ImageNet dog breeds and cat species: head crops found by template matching, reviewed by a person.
 
 :mod:`preprocessing.head_detector` finds the best head candidate of each photo; a candidate
-scoring below the threshold is rejected with its box and score. The accepted head box, widened
+scoring below the threshold is rejected with its box and score. For cats, OpenCV's cat-face
+cascade is asked first: a face scoring at least its own threshold is the head. The accepted head box, widened
 by a margin, gives a square crop resized to the output size. Every manifest entry records
 ``transform.head_box`` (the head in source pixels, before the margin) and ``transform.crop_box``
 (the box actually cut), both ``[x0, y0, x1, y1]``.
@@ -29,8 +30,12 @@ import numpy as np
 
 from preprocessing.errors import IngestError
 from preprocessing.head_detector import (
+    CAT_FACE_CASCADE,
+    CAT_FACE_KINDS,
+    DEFAULT_CAT_FACE_THRESHOLD,
     DEFAULT_THRESHOLD,
     Detection,
+    detect_cat_faces,
     detect_heads,
     kind_of_wnid,
     load_template_bank,
@@ -111,25 +116,37 @@ def head_crop(
     margin: float,
     threshold: float,
     min_crop: int,
+    cat_faces: bool = False,
+    cat_face_threshold: float = DEFAULT_CAT_FACE_THRESHOLD,
     manual_box: tuple[int, int, int, int] | None = None,
     manual_from: str = "",
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Transform for :class:`ImageTask`: the square head crop, or a rejection naming the best candidate."""
+    """Transform for :class:`ImageTask`: the square head crop, or a rejection naming the best candidate.
+
+    ``cat_faces``: the cat-face cascade is asked first; its best face, when it scores at least
+    ``cat_face_threshold``, is the head. Otherwise (and for dogs) the template match decides.
+    """
     height, width = image.shape[:2]
+    detector = "template"
     if manual_box is not None:
         _, _, x1, y1 = manual_box
         if x1 > width or y1 > height:
             raise RejectedImage(f"manual box {list(manual_box)} ({manual_from}) lies outside the {width}x{height} image")
-        head, score, where = manual_box, None, f"manual box ({manual_from})"
+        head, score, where, detector = manual_box, None, f"manual box ({manual_from})", "manual"
     else:
-        best = detect_heads(image, matcher, limit=1)[0]
-        if best.score < threshold:
-            raise RejectedImage(f"{NO_HEAD}: {_candidate(best)} < threshold {threshold}")
-        head, score, where = best.box, best.score, _candidate(best)
+        face = next(iter(detect_cat_faces(image)), None) if cat_faces else None
+        if face is not None and face.score >= cat_face_threshold:
+            head, score, where, detector = face.box, face.score, f"cat face {list(face.box)} score {face.score:.2f}", "cat_face"
+        else:
+            best = detect_heads(image, matcher, limit=1)[0]
+            if best.score < threshold:
+                also = "" if face is None else f"; best cat face {list(face.box)} score {face.score:.2f} < {cat_face_threshold}"
+                raise RejectedImage(f"{NO_HEAD}: {_candidate(best)} < threshold {threshold}{also}")
+            head, score, where = best.box, best.score, _candidate(best)
     left, top, right, bottom = crop_box(head, margin, width, height)
     if right - left < min_crop:
         raise RejectedImage(f"{TOO_SMALL}: {right - left}x{bottom - top} < minimum {min_crop} ({where})")
-    info = {"head_box": list(head), "crop_box": [left, top, right, bottom], "score": score}
+    info = {"head_box": list(head), "crop_box": [left, top, right, bottom], "score": score, "detector": detector}
     return resize(image[top:bottom, left:right], size, size), info
 
 
@@ -310,6 +327,7 @@ def ingest_animals(
     size: int = DEFAULT_SIZE,
     margin: float = DEFAULT_MARGIN,
     threshold: float = DEFAULT_THRESHOLD,
+    cat_face_threshold: float = DEFAULT_CAT_FACE_THRESHOLD,
     min_crop: int | None = None,
     test_fraction: float = 0.0,
     boxes: str | Path | None = None,
@@ -320,7 +338,9 @@ def ingest_animals(
     """Head crops of the chosen ImageNet classes, one domain per class (see :func:`parse_classes`).
 
     ``templates_dir``: head templates (see :mod:`preprocessing.head_detector`; the shipped ones
-    are ``preprocessing.head_detector.DEFAULT_TEMPLATES``). ``min_crop``: smallest accepted crop side in source pixels
+    are ``preprocessing.head_detector.DEFAULT_TEMPLATES``). Classes of cats (house or big) ask
+    OpenCV's cat-face cascade first and accept its face from ``cat_face_threshold`` up (see
+    :func:`head_crop`). ``min_crop``: smallest accepted crop side in source pixels
     (default ``size // 2``; smaller crops would be blown up more than 2x). ``boxes``: CSV of
     manual head boxes (see :func:`read_boxes`); ``drop``: list of files to leave out. A class
     with fewer than ``min_images`` training images is an error naming it; nothing is written
@@ -335,6 +355,8 @@ def ingest_animals(
     dropped = read_drop_list(drop) if drop is not None else set()
     owner = {wnid: domain for domain, wnids in classes.items() for wnid in wnids}
     matchers = {domain: bank.matcher(template_kinds(wnids)) for domain, wnids in classes.items()}
+    # The cat-face cascade runs for classes that are all cats; a mixed class is matched by the templates alone.
+    cat_faces = {domain: set(template_kinds(wnids) or ("dog",)) <= CAT_FACE_KINDS for domain, wnids in classes.items()}
     min_crop = size // 2 if min_crop is None else min_crop
     settings = {"size": size, "margin": margin, "threshold": threshold, "min_crop": min_crop}
     recipe_base = {"transform": "head_crop", "templates": list(bank.sha256), "image_format": options.image_format, **settings}
@@ -346,6 +368,7 @@ def ingest_animals(
         "boxes": None if boxes is None else str(boxes),
         "drop": None if drop is None else str(drop),
         "min_images": min_images,
+        "cat_face_threshold": cat_face_threshold,
         **settings,
     }
     out_dir = Path(out_dir)
@@ -383,11 +406,14 @@ def ingest_animals(
             box_key = _listed(file, manual)
             transform = partial(head_crop, matcher=matchers[domain], **settings)
             recipe = recipe_hash(recipe_base)
+            if cat_faces[domain]:
+                transform = partial(transform, cat_faces=True, cat_face_threshold=cat_face_threshold)
+                recipe = recipe_hash({**recipe_base, "cat_face": [CAT_FACE_CASCADE, cat_face_threshold]})
             if box_key is not None:
                 used_boxes.add(box_key)
                 box = manual[box_key]
                 transform = partial(transform, manual_box=box.box, manual_from=box.where)
-                recipe = recipe_hash({**recipe_base, "manual_box": list(box.box)})
+                recipe = recipe_hash({**recipe_base, "manual_box": list(box.box)})  # the box decides: no detector runs
             jobs.append(ImageJob(file, domain, name, transform, recipe))
         write_outcomes(writer, _reviewed(run_jobs(jobs, writer, options, test_fraction=test_fraction, description="animals"), review))
         unused = {"boxes_not_found": sorted(set(manual) - used_boxes), "drop_not_found": sorted(dropped - used_drops)}
