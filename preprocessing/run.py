@@ -14,13 +14,13 @@ from typing import Any
 from preprocessing.animals import ingest_animals, parse_classes
 from preprocessing.archives import ArchiveLimits
 from preprocessing.celeba import ingest_celeba
-from preprocessing.demo import generate_demo_dataset
 from preprocessing.digits import ingest_digits
 from preprocessing.folders import ingest_cyclegan, ingest_folders, ingest_street
 from preprocessing.head_detector import DEFAULT_TEMPLATES
 from preprocessing.pairs import ingest_pairs
 from preprocessing.pipeline import IngestOptions, IngestSummary, default_workers
 from preprocessing.sources import S3Options
+from preprocessing.synthetic.dataset import generate_demo_dataset
 from unit_core.ingest_settings import (
     AnimalsIngest,
     CelebaIngest,

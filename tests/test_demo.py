@@ -3,7 +3,6 @@ looks like its domain while showing the same scene as its partner."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import cv2
@@ -11,15 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from preprocessing.demo import (
-    GENERATORS,
-    add_demo_commands,
-    generate_demo_dataset,
-    parse_size,
-    render_demo_scene,
-)
-from preprocessing.demo_maps import FOREST, LAND, MAJOR_ROAD, MAP_PALETTE, PARK, ROAD, WATER
 from preprocessing.output import read_manifest
+from preprocessing.synthetic import colour
+from preprocessing.synthetic.dataset import GENERATORS, generate_demo_dataset, parse_size, render_demo_scene
+from preprocessing.synthetic.maps import FOREST, LAND, MAJOR_ROAD, MAP_PALETTE, PARK, ROAD, WATER
+from unit_cli.main import build_parser, main
 
 SMALL = (40, 24)  # non-square on purpose: width 40, height 24
 SCENES = (11, 12, 13, 14)
@@ -186,29 +181,31 @@ def test_parse_size_forms() -> None:
     assert parse_size("96") == (96, 96)
 
 
-def _ingest_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="unit ingest")
-    add_demo_commands(parser.add_subparsers(dest="source", required=True))
-    return parser
-
-
-def test_cli_commands_write_a_data_set(tmp_path: Path) -> None:
-    parser = _ingest_parser()
-    args = parser.parse_args(["demo-maps", "--out", str(tmp_path / "maps"), "--train", "2", "--test", "1", "--size", "40x24", "--seed", "9"])
-    assert args.func(args) == 0
+def test_cli_commands_write_a_data_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ingest", "demo-maps", "--out", str(tmp_path / "maps"), "--train", "2", "--test", "1", "--size", "40x24",
+                 "--seed", "9"]) == 0
+    assert "satellite: 2 train, 1 test_paired; map: 2 train, 1 test_paired" in capsys.readouterr().out
     assert len(list((tmp_path / "maps" / "satellite" / "train").glob("*.png"))) == 2
     with Image.open(tmp_path / "maps" / "map" / "test_paired" / "000000.png") as image:
         assert image.size == (40, 24)
-    defaults = parser.parse_args(["demo-street", "--out", str(tmp_path / "street")])
-    assert (defaults.train, defaults.test, defaults.size, defaults.seed) == (200, 20, (128, 128), 0)
 
 
-@pytest.mark.parametrize("bad", [["--size", "0"], ["--size", "big"], ["--train", "-1"], ["--train", "0", "--test", "0"]])
+def test_cli_options_are_the_settings_model_and_its_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    from unit_core.ingest_settings import DemoStreetIngest
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["ingest", "demo-street", "--help"])
+    usage = capsys.readouterr().out
+    assert "train images per domain (default 200)" in usage and "(default 128x128)" in usage
+    assert (DemoStreetIngest().train, DemoStreetIngest().test, DemoStreetIngest().size, DemoStreetIngest().seed) == \
+        (200, 20, (128, 128), 0)
+
+
+@pytest.mark.parametrize("bad", [["--size", "0"], ["--size", "big"], ["--train", "-1"], ["--train", "0", "--test", "0"],
+                                 ["--domains", "day"], ["--domains", "day", "fog"]])
 def test_cli_rejects_bad_options(bad: list[str], tmp_path: Path) -> None:
-    parser = _ingest_parser()
     with pytest.raises(SystemExit) as exit_info:
-        args = parser.parse_args(["demo-street", "--out", str(tmp_path / "x"), *bad])
-        args.func(args)
+        main(["ingest", "demo-street", "--out", str(tmp_path / "x"), *bad])
     assert exit_info.value.code == 2
     assert not (tmp_path / "x").exists()
 
@@ -216,7 +213,15 @@ def test_cli_rejects_bad_options(bad: list[str], tmp_path: Path) -> None:
 def test_cli_refuses_to_replace_a_folder_it_did_not_write(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    args = _ingest_parser().parse_args(["demo-street", "--out", str(tmp_path / "mine"), "--train", "1", "--test", "0"])
-    assert args.func(args) == 2
+    assert main(["ingest", "demo-street", "--out", str(tmp_path / "mine"), "--train", "1", "--test", "0"]) == 2
     assert "refusing to replace" in capsys.readouterr().err
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_both_renderers_share_the_colour_helpers() -> None:
+    from preprocessing.synthetic import maps, street
+
+    assert maps.jitter is street.jitter is colour.jitter and maps.shade is street.shade is colour.shade
+    assert colour.shade((200, 100, 0), 1.5) == (255, 150, 0)
+    assert colour.clip_rgb(np.array([-3.2, 127.6, 300.0])) == (0, 128, 255)
+    assert colour.jitter(np.random.default_rng(0), (100, 100, 100), 0) == (100, 100, 100)

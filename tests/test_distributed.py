@@ -171,7 +171,7 @@ def test_two_workers_follow_the_single_process_run_of_the_same_global_batch(ray_
 
 @pytest.mark.filterwarnings("ignore:.*training image\\(s\\) in domain")
 def test_an_n_domain_model_trains_under_ddp_as_in_one_process(ray_cluster, tmp_path):
-    from preprocessing.demo import generate_demo_dataset
+    from preprocessing.synthetic.dataset import generate_demo_dataset
 
     root = generate_demo_dataset("street", tmp_path / "conditions", train_count=8, test_count=0, size=32,
                                  domains=("day", "rain", "snow"))

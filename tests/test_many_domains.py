@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from preprocessing.demo import generate_demo_dataset
+from preprocessing.synthetic.dataset import generate_demo_dataset
 from tests.test_cli import unit
 from tests.test_training import all_state
 from unit_core.adaptation import classifier_from_checkpoint

@@ -24,7 +24,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from test_mlflow import mlflow_server, restore_tracking_uri  # noqa: F401  (fixtures)
 
-from preprocessing.demo import generate_demo_dataset
+from preprocessing.synthetic.dataset import generate_demo_dataset
 from unit_pipeline.sweep import SweepError, load_sweep, run_sweep, summarise
 
 # Importing ray.tune warns about Ray Data's own deprecated settings.

@@ -12,15 +12,15 @@ covered and flakes in the air.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import cv2
 import numpy as np
 
-StreetDomain = Literal["day", "night", "rain", "snow"]
-STREET_DOMAINS: tuple[StreetDomain, ...] = ("day", "night", "rain", "snow")
+from preprocessing.synthetic.colour import Rgb, clip_rgb, jitter, rgb01, shade
+from unit_core.ingest_settings import StreetDomain
 
-Rgb = tuple[int, int, int]
+STREET_DOMAINS: tuple[StreetDomain, ...] = get_args(StreetDomain)
 
 SUPERSAMPLE = 2  # geometry is drawn at twice the size and area-averaged: anti-aliasing
 SHIFT = 4  # fractional bits of the fixed-point vertices handed to cv2.fillPoly
@@ -196,8 +196,8 @@ def build_street_scene(seed: int) -> StreetScene:
         centre_line_m=centre_line,
         crosswalk_z_m=crosswalk,
         dash_offset_m=float(rng.uniform(0, 9)),
-        asphalt=_jitter(rng, (78, 79, 83), 14),
-        sidewalk=_jitter(rng, (168, 163, 156), 14),
+        asphalt=jitter(rng, (78, 79, 83), 14),
+        sidewalk=jitter(rng, (168, 163, 156), 14),
         buildings=tuple(buildings),
         skyline=_skyline(rng, street_end),
         cars=tuple(cars),
@@ -205,27 +205,12 @@ def build_street_scene(seed: int) -> StreetScene:
         sun_side=int(rng.choice([-1, 1])),
         sun_behind=bool(rng.random() < 0.5),
         shadow_reach=float(rng.uniform(0.15, 0.7)),
-        sky_top=_clip_rgb(np.array([58, 112, 196]) * (2 - sky_blue, 1, sky_blue)),
-        sky_horizon=_jitter(rng, (186, 208, 232), 10),
+        sky_top=clip_rgb(np.array([58, 112, 196]) * (2 - sky_blue, 1, sky_blue)),
+        sky_horizon=jitter(rng, (186, 208, 232), 10),
         cloud_cover=float(rng.uniform(0.0, 0.55)),
         clouds=tuple(rng.standard_normal((3 * 2**k, 5 * 2**k)).astype(np.float32) for k in range(3)),
         stars=np.column_stack([rng.random((70, 2)), rng.uniform(0.2, 1.0, 70)]).astype(np.float32),
     )
-
-
-def _jitter(rng: np.random.Generator, rgb: Rgb, spread: float) -> Rgb:
-    """The colour made brighter or darker by up to spread, and its hue shifted a little."""
-    return _clip_rgb(np.asarray(rgb) + rng.uniform(-spread, spread) + rng.uniform(-spread / 3, spread / 3, 3))
-
-
-def _clip_rgb(values: np.ndarray) -> Rgb:
-    r, g, b = (int(v) for v in np.clip(np.round(values), 0, 255))
-    return r, g, b
-
-
-def _shade(rgb: Rgb, factor: float) -> Rgb:
-    r, g, b = (min(255, round(c * factor)) for c in rgb)
-    return r, g, b
 
 
 def _building_row(
@@ -240,7 +225,7 @@ def _building_row(
         length = float(rng.uniform(8, 30))
         floor_height = float(rng.uniform(2.9, 3.6))
         floors = int(rng.integers(4, 16)) if downtown else int(rng.integers(2, 7))
-        wall = _jitter(rng, WALL_COLOURS[int(rng.integers(len(WALL_COLOURS)))], 10)
+        wall = jitter(rng, WALL_COLOURS[int(rng.integers(len(WALL_COLOURS)))], 10)
         row.append(
             Building(
                 side=side,
@@ -250,13 +235,13 @@ def _building_row(
                 height_m=floors * floor_height + float(rng.uniform(0.4, 1.6)),
                 depth_m=float(rng.uniform(10, 20)),
                 wall=wall,
-                trim=_shade(wall, float(rng.choice([0.7, 0.8, 1.2]))),
-                glass=_jitter(rng, (72, 88, 104), 12),
+                trim=shade(wall, float(rng.choice([0.7, 0.8, 1.2]))),
+                glass=jitter(rng, (72, 88, 104), 12),
                 floor_height_m=floor_height,
                 bay_width_m=float(rng.uniform(2.4, 4.2)),
                 window_width=float(rng.uniform(0.4, 0.75)),
                 window_height=float(rng.uniform(0.42, 0.62)),
-                awning=_clip_rgb(rng.integers(40, 200, 3)) if rng.random() < 0.55 else None,
+                awning=clip_rgb(rng.integers(40, 200, 3)) if rng.random() < 0.55 else None,
                 lit_fraction=float(rng.uniform(0.1, 0.45)),
                 lights_seed=int(rng.integers(2**31)),
             )
@@ -279,7 +264,7 @@ def _skyline(rng: np.random.Generator, street_end: float) -> tuple[DistantBlock,
                     x_right_m=x + width,
                     z_m=street_end + float(rng.uniform(20, 160)),
                     height_m=float(rng.uniform(12, 75)),
-                    wall=_jitter(rng, (int(grey), int(grey * 0.97), int(grey * 0.94)), 12),
+                    wall=jitter(rng, (int(grey), int(grey * 0.97), int(grey * 0.94)), 12),
                     lit_fraction=float(rng.uniform(0.1, 0.4)),
                     lights_seed=int(rng.integers(2**31)),
                 )
@@ -326,7 +311,7 @@ def _car(rng: np.random.Generator, x: float, z: float, oncoming: bool, lights_on
         width_m=float(rng.uniform(1.7, 1.95)),
         body_top_m=body_top,
         roof_m=body_top + float(rng.uniform(0.42, 0.55)) + 0.2 * tall,
-        colour=_jitter(rng, CAR_COLOURS[int(rng.integers(len(CAR_COLOURS)))], 8),
+        colour=jitter(rng, CAR_COLOURS[int(rng.integers(len(CAR_COLOURS)))], 8),
         oncoming=oncoming,
         lights_on=lights_on,
     )
@@ -503,7 +488,7 @@ class _StreetPainter:
         dimmed = lights.random(len(quads)) < 0.35
         colour = WINDOW_LIGHTS[int(lights.choice(len(WINDOW_LIGHTS), p=(0.4, 0.25, 0.25, 0.1)))]
         self.canvas.emit(quads[lit & ~dimmed], colour)
-        self.canvas.emit(quads[lit & dimmed], _shade(colour, 0.55))
+        self.canvas.emit(quads[lit & dimmed], shade(colour, 0.55))
 
     def _building(self, b: Building) -> None:
         haze = _haze((b.z_near_m + b.z_far_m) / 2)
@@ -629,7 +614,7 @@ class _StreetPainter:
                 decal(p(_side_disc(side_x, axle, 0.33, 0.15)), HUBCAP)
         if not tiny:
             bonnet = np.array([[[left, top, near], [right, top, near], [right, top, far], [left, top, far]]])
-            fill(p(bonnet), _shade(car.colour, 1.08), sun=1.0, haze=haze)
+            fill(p(bonnet), shade(car.colour, 1.08), sun=1.0, haze=haze)
 
         # cabin: narrower than the body, its glass sloping away from the camera
         inset = car.width_m * 0.08
@@ -731,18 +716,14 @@ def _materials(canvas: _Canvas, width: int, height: int) -> _Materials:
     )
 
 
-def _rgb01(rgb: Rgb) -> np.ndarray:
-    return np.asarray(rgb, np.float32) / 255
-
-
 def _day(scene: StreetScene, m: _Materials, noise: np.random.Generator) -> np.ndarray:
     width, height = m.width, m.height
     skylight, sunlight = (0.46, 0.49, 0.55), (0.60, 0.57, 0.50)  # bluish fill, warm direct sun
     lit = m.albedo * (m.row(skylight) + m.sun * m.row(sunlight))
-    horizon = _rgb01(scene.sky_horizon)
+    horizon = rgb01(scene.sky_horizon)
     lit += (m.row(horizon) - lit) * m.haze  # aerial perspective
     rows = np.arange(height, dtype=np.float32) / max(scene.camera.horizon * height, 1)
-    sky = m.sky_gradient(_rgb01(scene.sky_top), horizon, rows**0.8)
+    sky = m.sky_gradient(rgb01(scene.sky_top), horizon, rows**0.8)
     sky_rows = max(int(np.ceil(scene.camera.horizon * height)), 1)
     clouds = sum(
         cv2.resize(field, (width, sky_rows), interpolation=cv2.INTER_CUBIC) * 0.5**octave
@@ -778,7 +759,7 @@ def _ground_light(scene: StreetScene, width: int, height: int) -> np.ndarray:
             ahead = car.z_m - z  # beams reach towards the camera
             spread = 0.9 + 0.2 * np.maximum(ahead, 0)
             beams += 0.4 * np.exp(-(((x - car.x_m) / spread) ** 2)) * (ahead > 0) / (1 + (ahead / 12) ** 2)
-    return pools[..., None] * _rgb01(LAMP_LIGHT) + beams[..., None] * _rgb01(HEADLIGHT_GLOW)
+    return pools[..., None] * rgb01(LAMP_LIGHT) + beams[..., None] * rgb01(HEADLIGHT_GLOW)
 
 
 def _night(scene: StreetScene, m: _Materials, noise: np.random.Generator) -> np.ndarray:
@@ -800,7 +781,7 @@ def _night(scene: StreetScene, m: _Materials, noise: np.random.Generator) -> np.
     narrow = cv2.GaussianBlur(glare, (0, 0), max(small[1] / 90, 0.6))
     wide = cv2.GaussianBlur(glare, (0, 0), max(small[1] / 25, 1.0))
     image += cv2.resize(0.5 * narrow + 0.6 * wide, (width, height), interpolation=cv2.INTER_LINEAR).reshape(height, width * 3)
-    image += m.per_channel(_lamp_halos(scene, width, height)) * m.row(0.45 * _rgb01(LAMP_LIGHT))
+    image += m.per_channel(_lamp_halos(scene, width, height)) * m.row(0.45 * rgb01(LAMP_LIGHT))
     image += m.per_channel(0.018 * noise.standard_normal((height, width), np.float32))  # sensor grain
     image += 0.008 * noise.standard_normal((height, width * 3), np.float32)
     return image

@@ -3,18 +3,19 @@
 Two generators render the same scene in several domains from one scene seed:
 
 * ``street``: a street seen from eye height, by ``day`` and by ``night`` (the default), and
-  in ``rain`` and ``snow`` (``--domains day night rain snow``: the N-domain demo);
+  in ``rain`` and ``snow`` (``domains: [day, night, rain, snow]``: the N-domain demo);
 * ``maps``: an area seen from above, as a ``satellite`` photo and as a street ``map``.
 
 Train splits are unpaired: each domain's scenes come from its own seed stream. The
 ``test_paired`` split renders the same scenes in every domain under the same file names,
 so a translation can be scored against the true rendering (pixel accuracy on maps).
+
+``unit ingest demo-street`` / ``demo-maps`` take their options from
+``unit_core.ingest_settings`` (``DemoStreetIngest``, ``DemoMapsIngest``) like every other kind.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,14 +23,14 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from preprocessing.demo_maps import MAP_DOMAINS, build_map_scene, render_maps
-from preprocessing.demo_street import STREET_DOMAINS, build_street_scene, render_street
-from preprocessing.errors import IngestError
 from preprocessing.output import DatasetWriter
+from preprocessing.synthetic.maps import MAP_DOMAINS, build_map_scene, render_maps
+from preprocessing.synthetic.street import STREET_DOMAINS, build_street_scene, render_street
+from unit_core.ingest_settings import DEMO_MAX_SIZE, DEMO_MIN_SIZE
 
 DemoKind = Literal["street", "maps"]
 DEMO_KINDS: tuple[DemoKind, ...] = get_args(DemoKind)
-MIN_SIZE, MAX_SIZE = 16, 4096
+MIN_SIZE, MAX_SIZE = DEMO_MIN_SIZE, DEMO_MAX_SIZE
 #: Changed whenever a renderer changes its output, so that old and new data sets are told apart.
 GENERATOR_VERSION = 1
 # Seed streams: the paired test scenes, and each domain's train scenes (the first two
@@ -178,57 +179,3 @@ def _generator(kind: str) -> DemoGenerator:
     if kind not in GENERATORS:
         raise ValueError(f"unknown demo kind {kind!r}; expected one of {list(DEMO_KINDS)}")
     return GENERATORS[kind]  # type: ignore[index]
-
-
-def _count_argument(text: str) -> int:
-    if not text.strip().isdigit():
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return int(text)
-
-
-def _size_argument(text: str) -> tuple[int, int]:
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def add_demo_commands(ingest_subparsers: argparse._SubParsersAction) -> None:
-    """Add ``demo-street`` and ``demo-maps`` to the ``unit ingest`` subcommands."""
-    for kind in DEMO_KINDS:
-        generator = GENERATORS[kind]
-        domain_a, domain_b = generator.default_domains
-        parser = ingest_subparsers.add_parser(
-            f"demo-{kind}",
-            help=f"generate a procedural {'/'.join(generator.domains)} data set (no download)",
-            description=(
-                f"Render procedural {kind} scenes as {domain_a} and {domain_b} images (or any of "
-                f"{', '.join(generator.domains)} with --domains): unpaired train splits from disjoint scene "
-                "seeds, and a test_paired split with the same scenes in every domain. The same options give "
-                "byte-identical files."
-            ),
-        )
-        parser.add_argument("--out", required=True, type=Path, help="output data set directory")
-        parser.add_argument("--train", type=_count_argument, default=200, metavar="N", help="train images per domain (default 200)")
-        parser.add_argument("--test", type=_count_argument, default=20, metavar="N", help="paired test scenes (default 20)")
-        parser.add_argument("--size", type=_size_argument, default=(128, 128), metavar="N|WxH", help="image size in pixels (default 128)")
-        parser.add_argument("--seed", type=_count_argument, default=0, metavar="N", help="seed of the whole data set (default 0)")
-        parser.add_argument("--domains", nargs="+", choices=generator.domains, default=list(generator.default_domains),
-                            metavar="DOMAIN", help=f"two or more of {', '.join(generator.domains)} "
-                                                   f"(default {domain_a} {domain_b})")
-        parser.set_defaults(func=lambda args, kind=kind, parser=parser: _run_demo_command(kind, parser, args))
-
-
-def _run_demo_command(kind: DemoKind, parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    if args.train + args.test == 0:
-        parser.error("--train and --test are both 0: nothing to generate")
-    if len(set(args.domains)) != len(args.domains) or len(args.domains) < 2:
-        parser.error(f"--domains {' '.join(args.domains)}: give at least two different domains")
-    try:
-        out = generate_demo_dataset(kind, args.out, train_count=args.train, test_count=args.test, size=args.size,
-                                    seed=args.seed, domains=tuple(args.domains))
-    except IngestError as exc:  # e.g. --out is a folder this tool did not write
-        print(f"unit ingest demo-{kind}: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {kind} demo data set to {out}")
-    return 0

@@ -10,15 +10,16 @@ meaningful; the satellite view adds textures, tree crowns, roof shading and shad
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import get_args
 
 import cv2
 import numpy as np
 
-MapDomain = Literal["satellite", "map"]
-MAP_DOMAINS: tuple[MapDomain, MapDomain] = ("satellite", "map")
+from preprocessing.synthetic.colour import Rgb, jitter, shade
+from unit_core.ingest_settings import MapDomain
 
-Rgb = tuple[int, int, int]
+MAP_DOMAINS: tuple[MapDomain, ...] = get_args(MapDomain)
+
 SHIFT = 4  # fractional bits of the fixed-point vertices handed to cv2
 
 # Classes of the map, in drawing order: a later class covers an earlier one.
@@ -136,12 +137,12 @@ def build_map_scene(seed: int, aspect: float = 1.0) -> MapScene:
         cars=cars,
         car_colours=car_colours,
         tree_density=float(rng.uniform(150, 900)),
-        grass=_jitter(rng, (104, 124, 72), 14),
-        soil=_jitter(rng, (150, 138, 112), 14),
-        water_deep=_jitter(rng, (34, 62, 84), 10),
-        water_shallow=_jitter(rng, (70, 98, 96), 10),
-        asphalt=_jitter(rng, (98, 98, 100), 14),
-        pavement=_jitter(rng, (176, 172, 164), 10),
+        grass=jitter(rng, (104, 124, 72), 14),
+        soil=jitter(rng, (150, 138, 112), 14),
+        water_deep=jitter(rng, (34, 62, 84), 10),
+        water_shallow=jitter(rng, (70, 98, 96), 10),
+        asphalt=jitter(rng, (98, 98, 100), 14),
+        pavement=jitter(rng, (176, 172, 164), 10),
     )
 
 
@@ -173,18 +174,6 @@ class _Occupancy:
         """(n,) whether none of the corners, edge midpoints and centre of each (n, 4, 2) quad is occupied."""
         samples = np.concatenate([quads, (quads + np.roll(quads, 1, axis=1)) / 2, quads.mean(axis=1, keepdims=True)], axis=1)
         return ~self._hits(samples).any(axis=1)
-
-
-def _jitter(rng: np.random.Generator, rgb: Rgb, spread: float) -> Rgb:
-    """The colour made brighter or darker by up to spread, and its hue shifted a little."""
-    values = np.asarray(rgb) + rng.uniform(-spread, spread) + rng.uniform(-spread / 3, spread / 3, 3)
-    r, g, b = (int(v) for v in np.clip(np.round(values), 0, 255))
-    return r, g, b
-
-
-def _shade(rgb: Rgb, factor: float) -> Rgb:
-    r, g, b = (min(255, round(c * factor)) for c in rgb)
-    return r, g, b
 
 
 def _smooth_path(points: np.ndarray, samples: int) -> np.ndarray:
@@ -529,13 +518,13 @@ def _satellite(scene: MapScene, raster: _Raster, coverage: list[np.ndarray], lab
     patches = _noise(rng, width, height, 0.08 * scale) + 0.5 * _noise(rng, width, height, 0.025 * scale)
     photo.image = photo.texture(scene.grass, scene.soil, 0.45 + 0.3 * patches, 1 + 0.05 * fine)  # open land
     park, forest, water, road_edge, road, major_edge, major, buildings = coverage
-    lawn = _shade(scene.grass, 1.1)
-    photo.cover(park, photo.texture(lawn, _shade(lawn, 0.85), 0.5 + 0.4 * patches, 1 + 0.04 * fine))
-    photo.cover(forest, photo.texture(FOREST_FLOOR, _shade(FOREST_FLOOR, 1.35), 0.5 + 0.5 * patches))
+    lawn = shade(scene.grass, 1.1)
+    photo.cover(park, photo.texture(lawn, shade(lawn, 0.85), 0.5 + 0.4 * patches, 1 + 0.04 * fine))
+    photo.cover(forest, photo.texture(FOREST_FLOOR, shade(FOREST_FLOOR, 1.35), 0.5 + 0.5 * patches))
     _water_layer(scene, photo, water, rng, scale)
-    kerb = photo.texture(scene.pavement, _shade(scene.pavement, 0.9), 0.5 + 0.5 * patches, 1 + 0.04 * fine)
+    kerb = photo.texture(scene.pavement, shade(scene.pavement, 0.9), 0.5 + 0.5 * patches, 1 + 0.04 * fine)
     photo.cover(np.maximum(road_edge, major_edge), kerb)
-    tarmac = photo.texture(scene.asphalt, _shade(scene.asphalt, 0.82), 0.5 + 0.4 * patches, 1 + 0.06 * fine)
+    tarmac = photo.texture(scene.asphalt, shade(scene.asphalt, 0.82), 0.5 + 0.4 * patches, 1 + 0.06 * fine)
     photo.cover(np.maximum(road, major), tarmac)
     photo.cover(_centre_lines(scene, raster), photo.row(CENTRE_LINE))
     _cars(scene, photo, raster)
