@@ -25,13 +25,13 @@ from unit_core.ingest_settings import (
     AnimalsIngest,
     CelebaIngest,
     CycleganIngest,
+    DemoIngest,
     DigitsIngest,
     FoldersIngest,
-    PairsIngest,
-    StreetIngest,
-    DemoIngest,
     IngestKind,
+    PairsIngest,
     RawIngest,
+    StreetIngest,
 )
 
 

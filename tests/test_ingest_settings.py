@@ -171,3 +171,9 @@ def test_a_failing_ingest_stage_says_what_the_preset_needs(tmp_path):
     assert stages.missing_ingest_inputs(cfg) == [str(tmp_path / "nowhere")]
     with pytest.raises(stages.StageError, match=r"(?s)ingest failed: .*no such file or folder.*This preset needs: day photos"):
         stages.ingest(cfg)
+
+
+def test_settings_survive_the_json_round_trip_of_flows_workers_and_checkpoints():
+    for name in preset_names(REPO / "params.yaml"):
+        cfg = load_config(REPO / "params.yaml", preset=name)
+        assert config_from_dict(cfg.to_dict()) == cfg, name

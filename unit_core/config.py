@@ -250,8 +250,9 @@ def _legacy_ingest(value: Any) -> Any:
     except ValidationError:  # shown by the validation that follows, naming the key
         typed = converted
     shown = {"kind": kind, **{key: item for key, item in typed.items() if key not in ("kind", "requires")}}
-    warnings.warn(f"ingest.args (a list of command-line strings) is deprecated and will be removed: write the "
-                  f"settings as keys instead, e.g. ingest: {settings_yaml(shown)}", FutureWarning, stacklevel=2)
+    warnings.warn(f"ingest.args (a list of command-line strings) is deprecated: in params.yaml and presets, write "
+                  f"the settings as keys instead, e.g. ingest: {settings_yaml(shown)} (configurations stored in "
+                  f"older checkpoints are translated the same way)", FutureWarning, stacklevel=2)
     return converted
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, model_validator
 
@@ -257,7 +257,7 @@ class DemoIngest(IngestKind):
     def _something_and_distinct(self) -> "DemoIngest":
         if self.train + self.test == 0:
             raise ValueError("train and test are both 0: nothing to generate")
-        domains = getattr(self, "domains")
+        domains = self.domains  # type: ignore[attr-defined]  # each demo kind's own Literal domains
         if len(set(domains)) != len(domains) or len(domains) < 2:
             raise ValueError(f"domains {' '.join(domains)}: give at least two different domains")
         return self
@@ -286,8 +286,8 @@ KIND_MODELS: dict[str, type[IngestKind]] = {
 }
 INGEST_KINDS = tuple(KIND_MODELS)
 IngestSettings = Annotated[
-    Union[DemoStreetIngest, DemoMapsIngest, FoldersIngest, StreetIngest, CycleganIngest, CelebaIngest, AnimalsIngest,
-          DigitsIngest, PairsIngest],
+    DemoStreetIngest | DemoMapsIngest | FoldersIngest | StreetIngest | CycleganIngest | CelebaIngest | AnimalsIngest
+    | DigitsIngest | PairsIngest,
     Field(discriminator="kind"),
 ]
 INGEST_ADAPTER: TypeAdapter[Any] = TypeAdapter(IngestSettings)
