@@ -313,7 +313,7 @@ def detect_heads(image: np.ndarray, matcher: dict[tuple[int, int], np.ndarray], 
 #: ``haarcascade_frontalcatface_extended.xml`` find the one same face and nothing wrong; on the
 #: development dogs this one's wrong faces score lower (best 0.56 against 2.33) and its two best
 #: faces are right (bench/head_detection.py --cat-faces). One cascade, not both: each costs
-#: about as much as the template search.
+#: about twice the template search.
 CAT_FACE_CASCADE = "haarcascade_frontalcatface.xml"
 #: Template kinds whose photos go through the cascade too.
 CAT_FACE_KINDS = frozenset({"cat", "big_cat"})
