@@ -127,7 +127,7 @@ def test_every_flag_is_a_field_and_unset_flags_take_the_models_default(kind, cap
     parser, kinds = ingest_parser()
     with pytest.raises(SystemExit):
         parser.parse_args(["ingest", kind, "--help"])
-    usage = capsys.readouterr().out
+    usage = " ".join(capsys.readouterr().out.split())
     for name, field in model.model_fields.items():
         form = cli_form(field)
         if form is None:
@@ -135,8 +135,11 @@ def test_every_flag_is_a_field_and_unset_flags_take_the_models_default(kind, cap
         shown = name if form.get("positional") else flag_of(name, field)
         assert shown in usage, (kind, name)
         if not field.is_required() and field.default is not None and not isinstance(field.default, bool):
-            # the help shows the model's default; nothing else defines it
-            assert f"{shown}" in usage and "(default " in usage
+            # the help shows the model's default (the only definition of it) after the model's help text
+            default = field.default
+            text = f"{default[0]}x{default[1]}" if isinstance(default, tuple) and len(default) == 2 and \
+                isinstance(default[0], int) else " ".join(default) if isinstance(default, tuple) else str(default)
+            assert f"{field.description} (default {text})" in usage, (kind, name)
     flags = {option for action in kinds[kind]._actions for option in action.option_strings} - {"-h", "--help", "--out"}
     assert flags == {flag_of(name, field) for name, field in model.model_fields.items()
                      if cli_form(field) is not None and not cli_form(field).get("positional")}
