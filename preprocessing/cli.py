@@ -20,14 +20,15 @@ from pydantic import ValidationError
 from preprocessing.animals import DEFAULT_MARGIN as ANIMALS_MARGIN
 from preprocessing.animals import DEFAULT_SIZE as ANIMALS_SIZE
 from preprocessing.errors import IngestError
-from preprocessing.head_detector import DEFAULT_THRESHOLD
+from preprocessing.head_detector import DEFAULT_CAT_FACE_THRESHOLD, DEFAULT_THRESHOLD
 from preprocessing.run import run_ingest
 from unit_core.errors import UserError
 from unit_core.ingest_settings import KIND_MODELS, IngestKind, choices_of, cli_form, flag_of
 
 #: Defaults the settings leave to the ingestion code (None in the model), shown in the help.
 LIBRARY_DEFAULTS = {("animals", "size"): ANIMALS_SIZE, ("animals", "margin"): ANIMALS_MARGIN,
-                    ("animals", "threshold"): DEFAULT_THRESHOLD}
+                    ("animals", "threshold"): DEFAULT_THRESHOLD,
+                    ("animals", "cat_face_threshold"): DEFAULT_CAT_FACE_THRESHOLD}
 
 
 def _shown(value: Any) -> str:

@@ -72,7 +72,8 @@ def run_ingest(settings: IngestKind, out_dir: str | Path) -> IngestSummary:
                              validation_split=s.validation_split, size=s.size, domain_a=s.domain_a, domain_b=s.domain_b,
                              test_fraction=s.test_fraction, min_images=s.min_images, options=options)
     if isinstance(settings, AnimalsIngest):
-        detector = {name: getattr(s, name) for name in ("size", "margin", "threshold") if getattr(s, name) is not None}
+        detector = {name: getattr(s, name) for name in ("size", "margin", "threshold", "cat_face_threshold")
+                    if getattr(s, name) is not None}  # unset: the detector's own defaults
         return ingest_animals(s.location, s.templates or DEFAULT_TEMPLATES, out_dir, classes=parse_classes(list(s.classes)),
                               **detector, min_crop=s.min_crop, test_fraction=s.test_fraction, boxes=s.boxes, drop=s.drop,
                               min_images=s.min_images, options=options)

@@ -199,6 +199,8 @@ class AnimalsIngest(RawIngest):
     margin: float | None = option(None, "share of the head box added per side", ge=0.0)
     threshold: float | None = option(None, "minimum match score, in background standard deviations; "
                                            "the default is the detector's, calibrated by bench/head_detection.py")
+    cat_face_threshold: float | None = option(None, "cat classes: lowest score of OpenCV's cat-face cascade for its face "
+                                                    "to be the head (else the templates decide); the default is the detector's")
     min_crop: int | None = option(None, "smallest crop side accepted, in source pixels (default size/2)", ge=1)
     test_fraction: Fraction = option(0.0, "share of each class put in test, by content hash")
     boxes: str | None = option(None, "CSV file,x0,y0,x1,y1 of head boxes that replace detection for the listed files", path=True)
