@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.jsonl"
 REPORT_NAME = "report.json"
-SPLITS = ("train", "test", "test_paired")
+SPLITS = ("train", "test", "test_paired", "val_paired")  # val_paired: paired scenes for choosing settings
 IMAGE_EXTENSIONS = {"png": ".png", "jpg": ".jpg"}
 JPEG_QUALITY = 95
 # zlib level 3 is several times faster than the maximum and only a few percent larger.

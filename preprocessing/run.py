@@ -89,6 +89,7 @@ def run_ingest(settings: IngestKind, out_dir: str | Path) -> IngestSummary:
 def _demo(settings: DemoIngest, out_dir: Path) -> IngestSummary:
     kind = settings.kind.removeprefix("demo-")
     generate_demo_dataset(kind, out_dir, train_count=settings.train, test_count=settings.test,  # type: ignore[arg-type]
-                          size=settings.size, seed=settings.seed, domains=tuple(settings.domains))
-    counts = {domain: {"train": settings.train, "test_paired": settings.test} for domain in settings.domains}
+                          size=settings.size, seed=settings.seed, domains=tuple(settings.domains), val_count=settings.val)
+    splits = {"train": settings.train, "test_paired": settings.test} | ({"val_paired": settings.val} if settings.val else {})
+    counts = {domain: dict(splits) for domain in settings.domains}
     return IngestSummary(out_dir, counts, 0, (f"synthetic {kind} scenes, seed {settings.seed}",))

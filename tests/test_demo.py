@@ -96,6 +96,31 @@ def test_test_paired_shares_scene_seeds_and_file_names(dataset: tuple[str, Path]
         assert np.abs(a.astype(int) - b.astype(int)).mean() > 10  # two domains, not one image twice
 
 
+def test_validation_scenes_are_paired_new_scenes_and_leave_train_and_test_unchanged(tmp_path: Path) -> None:
+    plain = _all_files(_generate("maps", tmp_path / "plain"))
+    root = generate_demo_dataset("maps", tmp_path / "with-val", train_count=4, test_count=3, size=SMALL, seed=3,
+                                 val_count=2)
+    with_val = _all_files(root)
+    images = [name for name in plain if name.endswith(".png")]
+    assert all(with_val[name] == plain[name] for name in images)
+    assert sorted(name for name in with_val if "/val_paired/" in name) == [
+        f"{domain}/val_paired/{index:06d}.png" for domain in ("map", "satellite") for index in range(2)]
+    seeds: dict[tuple[str, str], set[int]] = {}
+    for entry in read_manifest(root / "manifest.jsonl"):
+        seeds.setdefault((entry["domain"], entry["split"]), set()).add(entry["scene_seed"])
+    val = seeds[("satellite", "val_paired")]
+    assert val == seeds[("map", "val_paired")] and len(val) == 2
+    others = set().union(*(found for (_, split), found in seeds.items() if split != "val_paired"))
+    assert not val & others and all(0 <= seed < 2**53 for seed in val)
+
+
+def test_cli_writes_the_validation_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ingest", "demo-maps", "--out", str(tmp_path / "maps"), "--train", "1", "--test", "1", "--val", "2",
+                 "--size", "32"]) == 0
+    assert "satellite: 1 train, 1 test_paired, 2 val_paired" in capsys.readouterr().out
+    assert len(list((tmp_path / "maps" / "map" / "val_paired").glob("*.png"))) == 2
+
+
 def test_night_is_much_darker_than_day_with_the_same_layout() -> None:
     day_light, night_light, same_scene, other_scene = [], [], [], []
     for seed in SCENES:

@@ -252,6 +252,8 @@ class PairsIngest(RawIngest):
 class DemoIngest(IngestKind):
     train: int = option(200, "train images per domain", metavar="N", ge=0)
     test: int = option(20, "paired test scenes", metavar="N", ge=0)
+    val: int = option(0, "paired validation scenes (split val_paired; settings are chosen there, not on the test scenes)",
+                      metavar="N", ge=0)
     size: DemoSize = option((128, 128), f"image size in pixels, {DEMO_MIN_SIZE} to {DEMO_MAX_SIZE}", metavar="N|WxH")
     seed: int = option(0, "seed of the whole data set", metavar="N", ge=0)
 

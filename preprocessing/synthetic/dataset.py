@@ -8,7 +8,9 @@ Two generators render the same scene in several domains from one scene seed:
 
 Train splits are unpaired: each domain's scenes come from its own seed stream. The
 ``test_paired`` split renders the same scenes in every domain under the same file names,
-so a translation can be scored against the true rendering (pixel accuracy on maps).
+so a translation can be scored against the true rendering (pixel accuracy on maps). The
+optional ``val_paired`` split is the same for scenes of a stream of its own: settings are
+chosen there, and the test scenes only report.
 
 ``unit ingest demo-street`` / ``demo-maps`` take their options from
 ``unit_core.ingest_settings`` (``DemoStreetIngest``, ``DemoMapsIngest``) like every other kind.
@@ -33,11 +35,13 @@ DEMO_KINDS: tuple[DemoKind, ...] = get_args(DemoKind)
 MIN_SIZE, MAX_SIZE = DEMO_MIN_SIZE, DEMO_MAX_SIZE
 #: Changed whenever a renderer changes its output, so that old and new data sets are told apart.
 GENERATOR_VERSION = 1
-# Seed streams: the paired test scenes, and each domain's train scenes (the first two
-# domains of a generator: streams 0 and 1, the others from 3 on). The stream sits in the
-# top bits of every scene seed, so seeds of two streams never coincide; 52 bits in all keep
-# them exact in any JSON reader.
+# Seed streams: the paired test scenes, each domain's train scenes (the first two domains
+# of a generator: streams 0 and 1, the others from 3 on) and the paired validation scenes
+# (the last stream below 2^53: room for six domains). The stream sits in the top bits of
+# every scene seed, so seeds of two streams never coincide; below 2^53 they stay exact in
+# any JSON reader.
 TRAIN_A, TRAIN_B, TEST_PAIRED = range(3)
+VAL_PAIRED = 7
 _STREAM_SHIFT = 50
 
 Renderer = Callable[[int, int, int, tuple[str, ...]], dict[str, np.ndarray]]
@@ -120,12 +124,14 @@ def generate_demo_dataset(
     size: int | tuple[int, int],
     seed: int = 0,
     domains: tuple[str, ...] | None = None,
+    val_count: int = 0,
 ) -> Path:
-    """Write ``<out_dir>/<domain>/{train,test_paired}/<index>.png`` with manifest and report.
+    """Write ``<out_dir>/<domain>/{train,test_paired[,val_paired]}/<index>.png`` with manifest and report.
 
     ``size`` is one int for square images or (width, height). ``domains``: which of the
     generator's domains, at least two (default: its first two). A domain's images are the
-    same whichever other domains are rendered with it.
+    same whichever other domains are rendered with it, and the train and test images the
+    same whatever ``val_count`` is.
     """
     generator = _generator(kind)
     domains = tuple(domains) if domains is not None else generator.default_domains
@@ -133,7 +139,7 @@ def generate_demo_dataset(
     if unknown or len(set(domains)) != len(domains) or len(domains) < 2:
         raise ValueError(f"domains {list(domains)}: expected at least two different ones of {list(generator.domains)}")
     width, height = parse_size(size)
-    for name, count in (("train_count", train_count), ("test_count", test_count)):
+    for name, count in (("train_count", train_count), ("test_count", test_count), ("val_count", val_count)):
         if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
             raise ValueError(f"{name} must be a non-negative integer, got {count!r}")
     if train_count + test_count == 0:
@@ -145,6 +151,7 @@ def generate_demo_dataset(
         "generator_version": GENERATOR_VERSION,
         "train_count": int(train_count),
         "test_count": int(test_count),
+        "val_count": int(val_count),
         "width": width,
         "height": height,
         "seed": int(seed),
@@ -167,11 +174,12 @@ def generate_demo_dataset(
             for index in range(train_count):
                 scene = scene_seed(seed, generator.train_stream(domain), index)
                 write(domain, "train", index, scene, generator.render(scene, width, height, (domain,))[domain])
-        for index in range(test_count):
-            scene = scene_seed(seed, TEST_PAIRED, index)
-            images = generator.render(scene, width, height, domains)
-            for domain in domains:
-                write(domain, "test_paired", index, scene, images[domain])
+        for split, stream, count in (("test_paired", TEST_PAIRED, test_count), ("val_paired", VAL_PAIRED, val_count)):
+            for index in range(count):
+                scene = scene_seed(seed, stream, index)
+                images = generator.render(scene, width, height, domains)
+                for domain in domains:
+                    write(domain, split, index, scene, images[domain])
     return Path(out_dir)
 
 
