@@ -19,7 +19,8 @@ import torch
 
 from unit_core import data as data_module
 from unit_core.config import load_config
-from unit_core.data import UnpairedSamples, domain_images
+from unit_core.data import UnpairedSamples
+from unit_core.layout import domain_images
 from unit_core.images import load_image
 from unit_core.training import training_loader
 

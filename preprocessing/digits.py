@@ -25,6 +25,7 @@ from preprocessing.errors import IngestError
 from preprocessing.output import DatasetWriter, encode_image, sha256_bytes
 from preprocessing.pipeline import IngestOptions, IngestSummary, summary_of, worker_pool
 from unit_core.ingest_settings import DIGITS_SIZE
+from unit_core.layout import labels_name
 
 DEFAULT_SIZE = DIGITS_SIZE
 MNIST_SPLITS = {"train": "train", "test": "t10k"}
@@ -197,7 +198,7 @@ def write_digit_split(writer: DatasetWriter, domain: str, split: str, digits: Di
                 rows.append(f"{path.name},{label}")
                 index += 1
             progress.update(len(chunk))
-    writer.add_metadata_file(f"{domain}/labels-{split}.csv", ("\n".join(rows) + "\n").encode())
+    writer.add_metadata_file(labels_name(domain, split), ("\n".join(rows) + "\n").encode())
 
 
 def ingest_digits(

@@ -26,15 +26,13 @@ import numpy as np
 import PIL
 
 from preprocessing.errors import IngestError
+from unit_core.layout import MANIFEST_NAME, REPORT_NAME, SPLITS
 from unit_core.scratch import current_umask, make_scratch_dir, remove_stale
 
 log = logging.getLogger(__name__)
 
 #: Bumped when the layout or the meaning of manifest/report fields changes.
 FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.jsonl"
-REPORT_NAME = "report.json"
-SPLITS = ("train", "test", "test_paired", "val_paired")  # val_paired: paired scenes for choosing settings
 IMAGE_EXTENSIONS = {"png": ".png", "jpg": ".jpg"}
 JPEG_QUALITY = 95
 # zlib level 3 is several times faster than the maximum and only a few percent larger.

@@ -15,7 +15,8 @@ from PIL import Image
 from torch import nn
 
 from conftest import tiny_config
-from unit_core.evaluation import classify_split, evaluate, load_for_evaluation, read_labels, training_scale
+from unit_core.evaluation import classify_split, evaluate, load_for_evaluation, training_scale
+from unit_core.layout import read_labels
 from unit_core.images import load_image, pil_to_tensor, tensor_to_uint8
 from unit_core.inception import FIDInceptionV3, InceptionWeightsError, load_inception
 from unit_core.metrics import (

@@ -10,7 +10,6 @@ adaptation) travel with their image, so they follow the same stream.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -21,51 +20,8 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from unit_core.config import DataConfig
-from unit_core.images import IMAGE_EXTENSIONS, list_images, load_image, pil_to_tensor
-
-
-def domain_folder(root: str | Path, domain: str, split: str) -> Path:
-    """``<root>/<domain>/<split>`` (ingestion layout) or ``<root>/<split><domain>`` (CycleGAN layout)."""
-    root = Path(root)
-    for candidate in (root / domain / split, root / f"{split}{domain}"):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError(
-        f"{root}: no folder for domain {domain!r}, split {split!r}: expected {root / domain / split} "
-        f"or {root / (split + domain)}"
-    )
-
-
-def domain_images(root: str | Path, domain: str, split: str) -> list[Path]:
-    folder = domain_folder(root, domain, split)
-    files = list_images(folder)
-    if not files:
-        raise FileNotFoundError(f"{folder}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-    return files
-
-
-def labels_file(root: str | Path, domain: str, split: str) -> Path:
-    """``<root>/<domain>/labels-<split>.csv``, as the digits ingestion writes it."""
-    return Path(root) / domain / f"labels-{split}.csv"
-
-
-def read_labels(path: Path) -> dict[str, int]:
-    """``file,label`` rows (the digits ingestion's ``labels-<split>.csv``) as {file name: label}."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no labels file (expected 'file,label' rows)")
-    labels: dict[str, int] = {}
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header != ["file", "label"]:
-            raise ValueError(f"{path}: line 1: expected the header 'file,label', got {header!r}")
-        for number, row in enumerate(reader, 2):
-            if len(row) != 2 or not row[1].strip().lstrip("-").isdigit():
-                raise ValueError(f"{path}: line {number}: expected 'file,label' with an integer label, got {row!r}")
-            labels[row[0]] = int(row[1])
-    if not labels:
-        raise ValueError(f"{path}: no labelled files")
-    return labels
+from unit_core.images import load_image, pil_to_tensor
+from unit_core.layout import domain_folder, domain_images, labels_file, read_labels
 
 
 def image_labels(root: str | Path, domain: str, split: str, files: list[Path], num_classes: int) -> list[int]:

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from unit_core.config import UnitConfig
-from unit_core.data import domain_folder, domain_images, labels_file, read_labels
+from unit_core.layout import MANIFEST_NAME, domain_folder, domain_images, labels_file, read_labels
 from unit_core.images import load_image, pil_to_tensor, save_grid, tensor_to_uint8
 from unit_core.inception import load_inception
 from unit_core.metrics import (
@@ -60,7 +60,6 @@ from unit_core.metrics import (
 from unit_core.scratch import atomic_write
 from unit_core.translate import Translator, batches_by_size, translator_from_checkpoint
 
-MANIFEST_NAME = "manifest.jsonl"
 #: N-domain models: the paired metrics as source-by-target tables, beside metrics.json.
 PAIRS_TABLE = "pairs.md"
 #: Metrics against a ground-truth image of the target domain.

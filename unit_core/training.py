@@ -35,7 +35,8 @@ from tqdm import tqdm
 
 from unit_core.checkpoint import CheckpointError, atomic_torch_save, link_or_copy_atomic, load_checkpoint, make_checkpoint
 from unit_core.config import ModelConfig, UnitConfig
-from unit_core.data import StepSampler, UnpairedSamples, domain_folder, domain_images, fixed_samples, image_labels
+from unit_core.data import StepSampler, UnpairedSamples, fixed_samples, image_labels
+from unit_core.layout import domain_folder, domain_images
 from unit_core.images import save_grid
 from unit_core.scratch import atomic_write, remove_stale
 from unit_core.trainer import UNITTrainer, Wrap, resolve_device, set_deterministic

@@ -24,7 +24,7 @@ import yaml
 
 from unit_core.checkpoint import CheckpointError, link_or_copy_atomic, load_checkpoint
 from unit_core.config import DistributedConfig, UnitConfig
-from unit_core.data import domain_images
+from unit_core.layout import domain_images
 from unit_core.scratch import scratch_dir
 from unit_core.training import TrainingCallback, TrainingResult, check_same_model, fit, run_paths
 from unit_distributed.errors import DistributedError
