@@ -31,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from unit_core.errors import UserError
     from unit_core.checkpoint import CheckpointError
+    from unit_core.layout import run_paths
     from unit_tracking.mlflow_store import TrackingError, register_model
 
     cfg = load_settings(args)
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     if args.run_dir is not None:
         if not args.run_dir.is_dir():
             raise UserError(f"{args.run_dir}: no such run folder")
-        checkpoint = args.run_dir / "checkpoints" / "latest.pt"
+        checkpoint = run_paths(args.run_dir)["latest"]
     try:
         registration = register_model(cfg, checkpoint, args.metrics, run_dir=args.run_dir, run_name=args.run_name)
     except (TrackingError, CheckpointError) as exc:

@@ -1,9 +1,10 @@
-"""The on-disk layout of a data set: one home for its rules.
+"""The on-disk layouts of a data set and of a training run: one home for their rules.
 
-``<root>/<domain>/<split>/<file>`` (or CycleGAN's ``<root>/<split><domain>/<file>``), with
-``manifest.jsonl`` and ``report.json`` at the root and, for labelled domains,
+A data set: ``<root>/<domain>/<split>/<file>`` (or CycleGAN's ``<root>/<split><domain>/<file>``),
+with ``manifest.jsonl`` and ``report.json`` at the root and, for labelled domains,
 ``<root>/<domain>/labels-<split>.csv``. :mod:`preprocessing.output` writes it; training,
-evaluation and the distributed runner read it through these functions.
+evaluation and the distributed runner read it through these functions. A run folder:
+:func:`run_paths`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,18 @@ MANIFEST_NAME = "manifest.jsonl"
 REPORT_NAME = "report.json"
 #: Split folders: paired splits hold the same file names in every domain; val_paired is for choosing settings.
 SPLITS = ("train", "test", "test_paired", "val_paired")
+
+
+def run_paths(out_dir: str | Path) -> dict[str, Path]:
+    """The files of a run folder (``train.out_dir``): its configuration, log, checkpoints and sample grids."""
+    out_dir = Path(out_dir)
+    return {
+        "config": out_dir / "config.yaml",
+        "log": out_dir / "train_log.jsonl",
+        "checkpoints": out_dir / "checkpoints",
+        "latest": out_dir / "checkpoints" / "latest.pt",
+        "samples": out_dir / "samples",
+    }
 
 
 def domain_folder(root: str | Path, domain: str, split: str) -> Path:

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from unit_core.checkpoint import CheckpointError, atomic_torch_save, link_or_copy_atomic, load_checkpoint, make_checkpoint
 from unit_core.config import ModelConfig, UnitConfig
 from unit_core.data import StepSampler, UnpairedSamples, fixed_samples, image_labels
-from unit_core.layout import domain_folder, domain_images
+from unit_core.layout import domain_folder, domain_images, run_paths
 from unit_core.images import save_grid
 from unit_core.scratch import atomic_write, remove_stale
 from unit_core.trainer import UNITTrainer, Wrap, resolve_device, set_deterministic
@@ -94,16 +94,6 @@ class TrainingResult:
     checkpoint: Path
     grid: Path
     last_metrics: dict[str, float] = field(default_factory=dict)
-
-
-def run_paths(out_dir: Path) -> dict[str, Path]:
-    return {
-        "config": out_dir / "config.yaml",
-        "log": out_dir / "train_log.jsonl",
-        "checkpoints": out_dir / "checkpoints",
-        "latest": out_dir / "checkpoints" / "latest.pt",
-        "samples": out_dir / "samples",
-    }
 
 
 def check_same_model(cfg: UnitConfig, checkpoint_config: dict, source: Path) -> None:

@@ -26,7 +26,8 @@ from unit_core.checkpoint import CheckpointError, link_or_copy_atomic, load_chec
 from unit_core.config import DistributedConfig, UnitConfig
 from unit_core.layout import domain_images
 from unit_core.scratch import scratch_dir
-from unit_core.training import TrainingCallback, TrainingResult, check_same_model, fit, run_paths
+from unit_core.layout import run_paths
+from unit_core.training import TrainingCallback, TrainingResult, check_same_model, fit
 from unit_distributed.errors import DistributedError
 from unit_distributed.storage import (
     CHECKPOINT_FILE,

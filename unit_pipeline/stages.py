@@ -27,6 +27,7 @@ from typing import Any
 
 from unit_core.checkpoint import CheckpointError, load_checkpoint
 from unit_core.config import UnitConfig
+from unit_core.layout import run_paths
 from unit_core.scratch import atomic_write
 
 STAGES = ("ingest", "train", "evaluate", "register")
@@ -108,7 +109,7 @@ def _finished_checkpoint(cfg: UnitConfig) -> Path | None:
 
     A run folder holding another configuration's run is an error, not overwritten.
     """
-    latest = run_folder(cfg) / "checkpoints" / "latest.pt"
+    latest = run_paths(run_folder(cfg))["latest"]
     if not latest.exists():
         return None
     payload = load_checkpoint(latest)
@@ -142,7 +143,7 @@ def train(cfg: UnitConfig, track: bool = True, progress: bool = False, callbacks
         raise StageError(str(exc)) from None
     if finished is not None:
         return {"run_dir": str(run_folder(cfg)), "checkpoint": str(finished), "step": cfg.train.max_steps, "reused": True}
-    resume = (run_folder(cfg) / "checkpoints" / "latest.pt").exists()
+    resume = run_paths(run_folder(cfg))["latest"].exists()
     errors: tuple[type[Exception], ...] = (CheckpointError, FileNotFoundError, DistributedError)
     if track:
         from unit_tracking.mlflow_store import TrackingError
@@ -159,7 +160,7 @@ def train(cfg: UnitConfig, track: bool = True, progress: bool = False, callbacks
 
 def _write_plottable_log(run_dir: Path) -> None:
     """``train_log.json``: the JSON-lines log as one JSON list, the form DVC plots read."""
-    lines = (run_dir / "train_log.jsonl").read_text(encoding="utf-8").splitlines()
+    lines = run_paths(run_dir)["log"].read_text(encoding="utf-8").splitlines()
     records = [json.loads(line) for line in lines if line.strip()]
     (run_dir / "train_log.json").write_text(json.dumps(records) + "\n", encoding="utf-8")
 
@@ -170,7 +171,7 @@ def evaluate(cfg: UnitConfig, checkpoint: str | Path | None = None) -> dict[str,
     from unit_core.evaluation import evaluate as run_evaluation
     from unit_core.evaluation import file_sha256, load_for_evaluation, manifest_sha256, training_scale
 
-    checkpoint = Path(checkpoint) if checkpoint else run_folder(cfg) / "checkpoints" / "latest.pt"
+    checkpoint = Path(checkpoint) if checkpoint else run_paths(run_folder(cfg))["latest"]
     if not checkpoint.is_file():
         raise StageError(f"preset {cfg.name}: no trained model at {checkpoint}; run the train stage first")
     stamp = evaluation_folder(cfg) / ".stage-evaluate.json"
@@ -194,7 +195,7 @@ def register(cfg: UnitConfig) -> dict[str, Any]:
     from unit_core.evaluation import file_sha256
     from unit_tracking.mlflow_store import TrackingError, register_model, resolve_tracking_uri
 
-    checkpoint = run_folder(cfg) / "checkpoints" / "latest.pt"
+    checkpoint = run_paths(run_folder(cfg))["latest"]
     metrics = evaluation_folder(cfg) / "metrics.json"
     for needed, stage in ((checkpoint, "train"), (metrics, "evaluate")):
         if not needed.is_file():

@@ -50,6 +50,7 @@ import unit_tracking
 from unit_core.checkpoint import atomic_torch_save, load_checkpoint, make_checkpoint, restore_weights, stored_config
 from unit_core.config import UnitConfig
 from unit_core.evaluation import PAIRS_TABLE, manifest_sha256
+from unit_core.layout import run_paths
 from unit_core.networks import UNITGenerator
 from unit_core.scratch import atomic_write
 from unit_tracking import TrackingError, pyfunc_model
@@ -310,7 +311,7 @@ def log_finished_run(cfg: UnitConfig, run_name: str, curves: dict[str, list[tupl
     run_id = _new_run(client, cfg, run_name, {})
     status = "FAILED"
     try:
-        log = out_dir / "train_log.jsonl"
+        log = run_paths(out_dir)["log"]
         if log.is_file():
             replay_training_log(client, run_id, log)
         now = int(time.time() * 1000)
@@ -442,10 +443,9 @@ def _open_run_for_registration(client: MlflowClient, cfg: UnitConfig, uri: str, 
                 pass  # gone, e.g. a store recreated at the same URI: start afresh below
     run_id = _new_run(client, cfg, run_name, {})
     if run_dir is not None:
-        log = run_dir / "train_log.jsonl"
+        log, samples = run_paths(run_dir)["log"], run_paths(run_dir)["samples"]
         if log.is_file():
             replay_training_log(client, run_id, log)
-        samples = run_dir / "samples"
         if samples.is_dir():
             client.log_artifacts(run_id, str(samples), "samples")
     return run_id
