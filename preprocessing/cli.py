@@ -41,6 +41,8 @@ def _shown(value: Any) -> str:
 
 def _help(kind: str, name: str, field: Any) -> str:
     text = field.description or ""
+    if field.annotation is bool and field.default:
+        text = f"do not {text}"  # the flag (--no-progress) turns off what the setting (progress) describes
     if (kind, name) in LIBRARY_DEFAULTS:
         text += f" (default {LIBRARY_DEFAULTS[kind, name]})"
     elif not field.is_required() and field.default is not None and not isinstance(field.default, bool):

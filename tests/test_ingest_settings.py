@@ -150,6 +150,18 @@ def test_every_flag_is_a_field_and_unset_flags_take_the_models_default(kind, cap
             assert legacy_args(kind, [flag_of(name, field)]) == {name: not field.default}
 
 
+@pytest.mark.parametrize("kind", INGEST_KINDS)
+def test_the_help_of_a_flag_that_turns_a_setting_off_says_so(kind, capsys):
+    _, kinds = ingest_parser()
+    helps = {option: action.help for action in kinds[kind]._actions for option in action.option_strings}
+    for name, field in KIND_MODELS[kind].model_fields.items():
+        if cli_form(field) is not None and field.annotation is bool:
+            flag = flag_of(name, field)
+            expected = f"do not {field.description}" if field.default else field.description
+            assert helps[flag].startswith(expected), (kind, flag, helps[flag])
+    assert helps.get("--no-progress", "do not show a progress bar") == "do not show a progress bar"
+
+
 def test_bad_flag_values_are_argparse_errors_naming_the_flag(capsys):
     for argv, message in ((["demo-maps", "--size", "8"], "argument --size: Input should be greater than or equal to 16"),
                           (["digits", "--usps", "u", "--limit", "0"], "argument --limit: Input should be greater than or equal to 1"),
