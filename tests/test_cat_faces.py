@@ -6,7 +6,7 @@ import csv
 from pathlib import Path
 
 import pytest
-from ingest_helpers import manifest_by_source, serial_options
+from ingest_helpers import iou, manifest_by_source, serial_options, true_box
 
 import preprocessing.head_detector as head_detector
 from preprocessing.animals import ingest_animals, parse_classes
@@ -20,15 +20,7 @@ EGYPTIAN_CAT = "n02124075_Egyptian_cat.JPEG"  # development row: the face the th
 
 def fixture_box(name: str) -> tuple[int, int, int, int]:
     with FIXTURE.open(encoding="utf-8") as labels:
-        row = next(row for row in csv.DictReader(labels) if row["file"] == name)
-    x0, y0, x1, y1 = (int(row[key]) for key in ("x0", "y0", "x1", "y1"))
-    return x0, y0, x1, y1
-
-
-def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    width, height = max(0, min(a[2], b[2]) - max(a[0], b[0])), max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = width * height
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+        return true_box(next(row for row in csv.DictReader(labels) if row["file"] == name))
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,13 @@ import cv2
 import numpy as np
 import pytest
 from ingest_helpers import (
+    iou,
     manifest_by_source,
     rejections,
     report,
     serial_options,
     tree_bytes,
+    true_box,
 )
 
 import preprocessing.pipeline as pipeline
@@ -46,17 +48,6 @@ SHEPHERD = "n02106662_German_shepherd.JPEG"
 def fixture_rows() -> dict[str, dict[str, str]]:
     with FIXTURE.open(encoding="utf-8") as labels:
         return {row["file"]: row for row in csv.DictReader(labels)}
-
-
-def true_box(row: dict[str, str]) -> tuple[int, int, int, int]:
-    x0, y0, x1, y1 = (int(row[key]) for key in ("x0", "y0", "x1", "y1"))
-    return x0, y0, x1, y1
-
-
-def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    width, height = max(0, min(a[2], b[2]) - max(a[0], b[0])), max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = width * height
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 @pytest.fixture(scope="module")
