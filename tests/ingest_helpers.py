@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from servers import free_port
 from preprocessing.output import read_manifest
 from preprocessing.pipeline import IngestOptions
 
@@ -71,12 +71,6 @@ def rejections(out_dir: Path) -> dict[str, str]:
 def tree_bytes(root: Path) -> dict[str, bytes]:
     """Every file below root with its content: compares whole data sets byte for byte."""
     return {path.relative_to(root).as_posix(): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

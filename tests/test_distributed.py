@@ -24,6 +24,7 @@ import torch
 import yaml
 
 from conftest import adaptation_config, tiny_config
+from servers import free_port
 from unit_core.checkpoint import load_checkpoint
 from unit_core.config import ConfigError, load_config
 from unit_core.data import StepSampler
@@ -276,12 +277,6 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(ray_cluster, street_ro
     assert load_checkpoint(result.checkpoint)["step"] == max_steps
     steps = [entry["step"] for entry in read_log(tmp_path / "killed")]
     assert steps == list(range(5, max_steps + 1, 5)), "the log should read as one run"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,6 @@ import io
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +25,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from conftest import link_street_frames, tiny_config
+from servers import free_port, stop, wait_for_http
 from unit_core.evaluation import evaluate, load_for_evaluation, training_scale
 from unit_core.training import fit
 from unit_tracking.mlflow_store import (
@@ -44,36 +43,6 @@ REPO = Path(__file__).resolve().parents[1]
 NAME = "unit-test-street"
 SERVER_START_S = 120
 SERVE_START_S = 180
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for_http(url: str, process: subprocess.Popen, log: Path, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"{process.args[:4]} exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.5)
-    pytest.fail(f"{url} did not answer within {timeout_s} s:\n{log.read_text()[-3000:]}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    """End the process group this test started (the server and its workers)."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=20)
 
 
 def environment_without_tracking_uri() -> dict[str, str]:

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 from mlflow import MlflowClient
+
+from servers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SERVICES = REPO / "infra" / "local" / "services.py"
@@ -25,12 +26,6 @@ TINY = [
 ]
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ import psutil
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from servers import prefect_server
 from test_mlflow import mlflow_server, restore_tracking_uri  # noqa: F401  (fixtures)
 
 from preprocessing.synthetic.dataset import generate_demo_dataset
@@ -359,10 +360,11 @@ def test_the_prefect_flow_runs_the_same_sweep(interrupted_sweep, tmp_path: Path)
     path, sweep_folder, _, _ = interrupted_sweep
     program = ("import json, sys\nfrom flows.sweep_flow import unit_sweep\n"
                "print('SUMMARY', json.dumps(unit_sweep(sweep=sys.argv[1])))")
-    env = {key: value for key, value in os.environ.items() if key not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "PREFECT_API_URL")}
-    env.update(OMP_NUM_THREADS="1", UNIT_PARAMS=str(PARAMS), PREFECT_HOME=str(tmp_path / "prefect"))  # a temporary Prefect server
-    result = subprocess.run([sys.executable, "-c", program, str(path)], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=SWEEP_TIMEOUT_S, check=False)
+    env = {key: value for key, value in os.environ.items() if key not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    env.update(OMP_NUM_THREADS="1", UNIT_PARAMS=str(PARAMS))
+    with prefect_server(tmp_path / "prefect", env) as server_env:
+        result = subprocess.run([sys.executable, "-c", program, str(path)], cwd=REPO, env=server_env,
+                                capture_output=True, text=True, timeout=SWEEP_TIMEOUT_S, check=False)
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     line = next(line for line in result.stdout.splitlines() if line.startswith("SUMMARY "))
     returned = json.loads(line.removeprefix("SUMMARY "))
