@@ -123,6 +123,22 @@ def test_unit_evaluate_reports_the_target_accuracy(trained_run, tmp_path, capsys
     assert json.loads((out / "metrics.json").read_text())["b/classification_accuracy"] == pytest.approx(final)
 
 
+def test_conv32_generator_adapts_and_translates_from_its_checkpoint(digits_root, tmp_path):
+    """The NIPS-era digits generator (1x1 code) in the adaptation variant: trains and is evaluated from its checkpoint."""
+    cfg = adaptation_config(digits_root, tmp_path / "run", "model.generator=conv32", "train.max_steps=150")
+    result = fit(cfg, progress=False)
+    trainer = UNITTrainer(cfg)
+    trainer.load_state_dict(load_checkpoint(result.checkpoint))
+    accuracy = classify_split(discriminator_classifier(trainer.dis, trainer.device, "a"), cfg.data.root, "mnist", "test", 1)
+    assert accuracy > 0.3, accuracy
+    translator, model_cfg = load_for_evaluation(result.checkpoint, "cpu")
+    assert model_cfg.model.generator == "conv32"
+    evaluated = evaluate(translator, cfg, tmp_path / "eval", scale=training_scale(model_cfg),
+                         model_source=str(result.checkpoint), classifier=classifier_from_checkpoint(result.checkpoint, "cpu"))
+    assert 0.0 <= evaluated.metrics["b/classification_accuracy"] <= 1.0
+    assert evaluated.metrics["a2b/recon_l1"] < 1.0
+
+
 def test_models_without_classifier_give_none(digits_root, tmp_path):
     result = fit(adaptation_config(digits_root, tmp_path / "run", "train.max_steps=1", "model.num_classes=0",
                                    "model.dis_shared_layers=0"), progress=False)

@@ -154,6 +154,26 @@ def test_translate_reports_every_input_it_cannot_translate_and_goes_on(trained: 
     assert "wrote 3 image(s)" in result.stdout
 
 
+def test_translate_with_a_vector_code_model_skips_images_of_other_sizes(digits_root: Path, tmp_path: Path):
+    from conftest import adaptation_config
+    from unit_core.training import fit
+
+    checkpoint = fit(adaptation_config(digits_root, tmp_path / "run", "model.generator=conv32", "train.max_steps=2"),
+                     progress=False).checkpoint
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8)).save(folder / "fits.png")
+    Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8)).save(folder / "mnist28.png")
+    out = tmp_path / "out"
+    result = unit("translate", "--checkpoint", str(checkpoint), "--direction", "a2b", str(folder), "--out", str(out))
+    assert result.returncode == 1, result.stderr
+    assert f"skipped {folder / 'mnist28.png'}: this model's generator (conv32) translates 32x32 images only, got 28x28" \
+        in result.stdout, result.stdout
+    assert Image.open(out / "fits.png").size == (32, 32) and not (out / "mnist28.png").exists()
+    assert "wrote 1 image(s)" in result.stdout
+
+
 def test_inconsistent_checkpoints_give_one_clear_line_in_every_command(trained: Path, street_root: Path, tmp_path: Path):
     """Weights that do not fit the stored configuration, or no generator at all: the file and the problem, no traceback."""
     import torch

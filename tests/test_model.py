@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from unit_core.config import load_config
+from unit_core.config import ConfigError, load_config
 from unit_core.losses import discriminator_loss, generator_gan_loss, kl_loss, l1_loss
 from unit_core.networks import UNITDiscriminators, UNITGenerator
 from unit_core.trainer import UNITTrainer, generator_weights
@@ -56,6 +56,35 @@ def test_no_weight_sharing_ablation_has_no_common_parameters():
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731 - parameters() de-duplicates shared tensors
     block = count(shared.enc_shared)
     assert count(separate) - count(shared) == 2 * block  # one extra private block per side, encoder and decoder
+
+
+def test_conv32_generator_is_the_nips_digits_network_with_a_vector_code():
+    cfg = load_config(None, ["model.generator=conv32", "model.width=8", "model.norm=batch", "model.channels_b=1",
+                             "data.image_size=32"]).model
+    gen = UNITGenerator(cfg)
+    x_a, x_b = torch.randn(4, 3, 32, 32), torch.randn(4, 1, 32, 32)
+    streams = gen({"a": x_a, "b": x_b}, {"a": "b", "b": "a"})
+    assert streams["mu/a"].shape == (4, 64, 1, 1)  # one 8*width vector per image
+    assert streams["trans/a"].shape == x_b.shape and streams["cycle/b"].shape == x_b.shape
+    # each domain owns only its outermost layers: one conv in, one transposed conv and the 1x1 out
+    for side in (gen.encoders, gen.decoders):
+        assert side["a"].shared is side["b"].shared
+        own = [{id(p) for p in side[d].parameters()} - {id(p) for p in side[d].shared.parameters()} for d in "ab"]
+        assert own[0] and not own[0] & own[1]
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    private = count(gen.encoders["a"].front) + count(gen.decoders["a"].back)
+    assert count(gen.enc_shared) + count(gen.dec_shared) > 20 * private
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["data.image_size=64"], "conv32 takes 32x32 images"),
+    (["model.n_shared=0"], "n_shared 0"),
+    (["model.norm=instance"], "norm 'instance'"),
+])
+def test_conv32_generator_refuses_settings_it_cannot_honour(overrides, message):
+    base = ["model.generator=conv32", "model.norm=batch", "data.image_size=32"]
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [*base, *overrides])
 
 
 def test_shapes_of_streams_and_discriminator_outputs():

@@ -151,9 +151,16 @@ def run(args: argparse.Namespace) -> int:
     check_targets([(path, folder / relative) for path, relative in pairs for folder in targets.values()],
                   args.out, args.overwrite)
     unreadable: list[str] = []
+    inputs = {relative: path for path, relative in pairs}
     with tqdm(total=len(pairs), unit="image") as bar:
         for batch in batches_by_size(read_images(pairs, unreadable), args.batch_size):
             images = [image for _, image in batch]
+            try:
+                translator.check_size(*images[0].size)
+            except ValueError as exc:  # one size per batch: the whole batch is skipped
+                unreadable += [f"{inputs[relative]}: {exc}" for relative, _ in batch]
+                bar.update(len(batch))
+                continue
             for target, folder in targets.items():
                 outputs = translator.translate_images(images, source, target)
                 for (relative, _), output in zip(batch, outputs, strict=True):
@@ -161,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     output.save(path, format="PNG")
             bar.update(len(batch))
-        bar.update(len(unreadable))
+        bar.update(len(pairs) - bar.n)
     failures += unreadable
     for failure in failures:
         print(f"unit translate: skipped {failure}")

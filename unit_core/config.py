@@ -51,6 +51,10 @@ class ModelConfig(_Section):
 
     channels_a: Literal[1, 3] = 3
     channels_b: Literal[1, 3] = 3
+    generator: Literal["resnet", "conv32"] = Field(
+        "resnet", description="resnet: the paper's translation networks (res_blocks, n_shared); conv32: the NIPS-era "
+                              "code's 32x32 digits networks, a 1x1 latent code of 8*width channels, all but each "
+                              "domain's outermost layer shared (data.image_size 32, norm batch)")
     width: int = Field(64, ge=1, description="channels of the first encoder conv; doubled by each of the 2 downsamplings")
     res_blocks: int = Field(4, ge=1, description="residual blocks in each encoder and in each generator, shared ones included")
     n_shared: int = Field(1, ge=0, description="innermost residual blocks shared by E1/E2 and by G1/G2; 0 = no weight sharing")
@@ -75,6 +79,9 @@ class ModelConfig(_Section):
 
     @model_validator(mode="after")
     def _shared_fits(self) -> "ModelConfig":
+        if self.generator == "conv32" and (self.n_shared == 0 or self.norm != "batch"):
+            raise ValueError("generator conv32 shares its fixed middle layers and uses batch norm: n_shared 0 "
+                             f"(got {self.n_shared}) and norm {self.norm!r} apply to generator resnet only")
         if self.n_shared > self.res_blocks:
             raise ValueError(f"n_shared ({self.n_shared}) cannot exceed res_blocks ({self.res_blocks})")
         if self.dis_shared_layers >= self.dis_layers:
@@ -279,6 +286,9 @@ class UnitConfig(_Section):
         if unknown:
             listed = ", ".join(self.data.domains) or "none: a two-domain model uses channels_a and channels_b"
             raise ValueError(f"model.domain_channels names {', '.join(unknown)}, not in data.domains ({listed})")
+        if self.model.generator == "conv32" and self.data.image_size != 32:
+            raise ValueError(f"model.generator conv32 takes 32x32 images (its 8x8 conv makes a 1x1 code): "
+                             f"data.image_size is {self.data.image_size}")
         if self.model.num_classes and len(self.domains()) != 2:
             raise ValueError("model.num_classes > 0 (domain adaptation) needs exactly two domains: source and target")
         return self

@@ -9,6 +9,14 @@ The shared blocks are single module objects referenced by every domain, so their
 parameters are literally the same tensors and receive gradients from all domains; the
 paper's two domains generalise to N encoder/generator pairs around one latent space.
 ``n_shared = 0`` removes the weight sharing.
+
+``model.generator: conv32`` is instead the NIPS-era code's 32x32 digits generator
+(CoVAE32x32), whose latent code is one vector per image:
+
+    E_i = 5x5 stride-2 conv_i -> SHARED 5x5 stride-2 conv, 8x8 conv to 1x1, 1x1 conv, 1x1 conv (the mean)
+    G_i = SHARED 4x4 stride-2 transposed convs 1->4->8->16 -> 4x4 stride-2 transposed conv_i -> 1x1 transposed conv_i -> tanh
+
+each conv but the mean's and the last followed by batch norm and LeakyReLU.
 """
 
 from __future__ import annotations
@@ -57,21 +65,46 @@ def _res_stack(count: int, channels: int, cfg: ModelConfig) -> nn.Sequential:
     return nn.Sequential(*[ResBlock(channels, cfg) for _ in range(count)])
 
 
+def _bn_lrelu(conv: nn.Module, channels: int, cfg: ModelConfig) -> list[nn.Module]:
+    return [conv, nn.BatchNorm2d(channels), nn.LeakyReLU(cfg.leaky_slope, inplace=True)]
+
+
+def conv32_shared(cfg: ModelConfig) -> tuple[nn.Sequential, nn.Sequential]:
+    """The shared layers of the ``conv32`` generator: the encoders' 16x16 -> 1x1 and the generators' 1x1 -> 16x16."""
+    w = cfg.width
+    encoder = nn.Sequential(
+        *_bn_lrelu(nn.Conv2d(w, 2 * w, 5, 2, 2), 2 * w, cfg),
+        *_bn_lrelu(nn.Conv2d(2 * w, 4 * w, 8, 1, 0), 4 * w, cfg),
+        *_bn_lrelu(nn.Conv2d(4 * w, 8 * w, 1), 8 * w, cfg),
+        nn.Conv2d(8 * w, 8 * w, 1),
+    )
+    decoder = nn.Sequential(
+        *_bn_lrelu(nn.ConvTranspose2d(8 * w, 8 * w, 4, 2, 0), 8 * w, cfg),
+        *_bn_lrelu(nn.ConvTranspose2d(8 * w, 4 * w, 4, 2, 1), 4 * w, cfg),
+        *_bn_lrelu(nn.ConvTranspose2d(4 * w, 2 * w, 4, 2, 1), 2 * w, cfg),
+    )
+    return encoder, decoder
+
+
 class Encoder(nn.Module):
-    """E_i: image -> latent mean mu (B, 4*width, H/4, W/4)."""
+    """E_i: image -> latent mean mu, (B, 4*width, H/4, W/4); ``conv32``: (B, 8*width, 1, 1)."""
 
     def __init__(self, in_channels: int, cfg: ModelConfig, shared: nn.Sequential):
         super().__init__()
         w, slope, pad = cfg.width, cfg.leaky_slope, cfg.padding
-        self.front = nn.Sequential(
-            nn.Conv2d(in_channels, w, 7, 1, 3, padding_mode=pad),
-            nn.LeakyReLU(slope, inplace=True),
-            nn.Conv2d(w, 2 * w, 3, 2, 1, padding_mode=pad),
-            nn.LeakyReLU(slope, inplace=True),
-            nn.Conv2d(2 * w, 4 * w, 3, 2, 1, padding_mode=pad),
-            nn.LeakyReLU(slope, inplace=True),
-        )
-        self.private = _res_stack(cfg.res_blocks - cfg.n_shared, 4 * w, cfg)
+        if cfg.generator == "conv32":
+            self.front = nn.Sequential(*_bn_lrelu(nn.Conv2d(in_channels, w, 5, 2, 2), w, cfg))
+            self.private = nn.Sequential()
+        else:
+            self.front = nn.Sequential(
+                nn.Conv2d(in_channels, w, 7, 1, 3, padding_mode=pad),
+                nn.LeakyReLU(slope, inplace=True),
+                nn.Conv2d(w, 2 * w, 3, 2, 1, padding_mode=pad),
+                nn.LeakyReLU(slope, inplace=True),
+                nn.Conv2d(2 * w, 4 * w, 3, 2, 1, padding_mode=pad),
+                nn.LeakyReLU(slope, inplace=True),
+            )
+            self.private = _res_stack(cfg.res_blocks - cfg.n_shared, 4 * w, cfg)
         self.shared = shared
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,15 +122,23 @@ class Decoder(nn.Module):
         super().__init__()
         w, slope = cfg.width, cfg.leaky_slope
         self.shared = shared
-        self.private = _res_stack(cfg.res_blocks - cfg.n_shared, 4 * w, cfg)
-        self.back = nn.Sequential(
-            nn.ConvTranspose2d(4 * w, 2 * w, 3, 2, 1, output_padding=1),
-            nn.LeakyReLU(slope, inplace=True),
-            nn.ConvTranspose2d(2 * w, w, 3, 2, 1, output_padding=1),
-            nn.LeakyReLU(slope, inplace=True),
-            nn.ConvTranspose2d(w, out_channels, 1, 1, 0),
-            nn.Tanh(),
-        )
+        if cfg.generator == "conv32":
+            self.private = nn.Sequential()
+            self.back = nn.Sequential(
+                *_bn_lrelu(nn.ConvTranspose2d(2 * w, w, 4, 2, 1), w, cfg),
+                nn.ConvTranspose2d(w, out_channels, 1, 1, 0),
+                nn.Tanh(),
+            )
+        else:
+            self.private = _res_stack(cfg.res_blocks - cfg.n_shared, 4 * w, cfg)
+            self.back = nn.Sequential(
+                nn.ConvTranspose2d(4 * w, 2 * w, 3, 2, 1, output_padding=1),
+                nn.LeakyReLU(slope, inplace=True),
+                nn.ConvTranspose2d(2 * w, w, 3, 2, 1, output_padding=1),
+                nn.LeakyReLU(slope, inplace=True),
+                nn.ConvTranspose2d(w, out_channels, 1, 1, 0),
+                nn.Tanh(),
+            )
 
     def render(self, h: torch.Tensor) -> torch.Tensor:
         """The domain-specific part, from the output of the shared blocks."""
@@ -138,11 +179,15 @@ class UNITGenerator(nn.Module):
     def __init__(self, cfg: ModelConfig, channels: dict[str, int] | None = None):
         super().__init__()
         channels = channels or {"a": cfg.channels_a, "b": cfg.channels_b}
-        latent = 4 * cfg.width
         self.domains = tuple(channels)
+        #: The one image side a generator with a vector code takes (None: any multiple of 4).
+        self.fixed_size = 32 if cfg.generator == "conv32" else None
         # One module object each, referenced by every domain: weight sharing by identity.
-        self.enc_shared = _res_stack(cfg.n_shared, latent, cfg)
-        self.dec_shared = _res_stack(cfg.n_shared, latent, cfg)
+        if cfg.generator == "conv32":
+            self.enc_shared, self.dec_shared = conv32_shared(cfg)
+        else:
+            self.enc_shared = _res_stack(cfg.n_shared, 4 * cfg.width, cfg)
+            self.dec_shared = _res_stack(cfg.n_shared, 4 * cfg.width, cfg)
         self.encoders = nn.ModuleDict({d: Encoder(c, cfg, self.enc_shared) for d, c in channels.items()})
         self.decoders = nn.ModuleDict({d: Decoder(c, cfg, self.dec_shared) for d, c in channels.items()})
 

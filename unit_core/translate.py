@@ -94,11 +94,22 @@ class Translator:
         first, second = self.domains
         return (first, second) if direction == "a2b" else (second, first)
 
+    def check_size(self, width: int, height: int) -> None:
+        """A ValueError if the generator cannot take images of this size (a vector code takes one size only)."""
+        side = self.generator.fixed_size
+        if side and (width, height) != (side, side):
+            raise ValueError(f"this model's generator (conv32) translates {side}x{side} images only, got {width}x{height}: "
+                             f"resize them to {side}x{side} first")
+
     @torch.no_grad()
     def translate_tensor(self, images: torch.Tensor, source: str, target: str) -> torch.Tensor:
-        """(N, C, H, W) in [-1, 1], any H and W: replicate-padded to a multiple of 4, cropped back."""
+        """(N, C, H, W) in [-1, 1], any H and W: replicate-padded to a multiple of 4, cropped back.
+
+        A generator with a vector code (``conv32``) takes its one size only.
+        """
         source, target = self.domain(source), self.domain(target)
         height, width = images.shape[-2:]
+        self.check_size(width, height)
         pad_h, pad_w = -height % SIZE_MULTIPLE, -width % SIZE_MULTIPLE
         x = images.to(self.device)
         if pad_h or pad_w:
