@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from unit_core.config import ConfigError, load_config
-from unit_core.losses import discriminator_loss, generator_gan_loss, kl_loss, l1_loss
+from unit_core.losses import discriminator_fake_loss, discriminator_loss, generator_gan_loss, kl_loss, l1_loss
 from unit_core.networks import UNITDiscriminators, UNITGenerator
 from unit_core.trainer import UNITTrainer, generator_weights
 
@@ -195,7 +195,7 @@ def test_each_loss_term_has_its_own_weight_in_the_totals():
     with pytest.raises(KeyError, match="without a weight: gan/c"):
         trainer.generator_total({"gan/a": value(1.0), "gan/c": value(1.0)})
     assert set(generator_weights(trainer.cfg.loss, ("x", "y", "z"))) == {
-        f"{kind}/{d}" for kind in ("gan", "kl", "recon", "kl_cycle", "cycle") for d in ("x", "y", "z")}
+        f"{kind}/{d}" for kind in ("gan", "kl", "recon", "kl_cycle", "cycle", "gan_recon") for d in ("x", "y", "z")}
 
     # and a step optimises these totals: the adaptation variant, with every weight distinct
     trainer = adaptation_trainer_with(*weights[:3], *weights[5:])
@@ -208,6 +208,36 @@ def test_each_loss_term_has_its_own_weight_in_the_totals():
                       for kind, weight in (("gan", 2), ("kl", 3), ("recon", 5)))
     assert logged["gen/total"] == pytest.approx(gen_by_hand, rel=1e-5)
     assert not any(name.startswith(("gen/cycle", "gen/kl_cycle")) for name in logged)
+
+
+def test_reconstructions_judged_as_fakes_add_their_own_weighted_terms():
+    """loss.gan_recon (the NIPS-era code's GAN terms on reconstructions): recomputed here from the step's own streams."""
+    cfg = load_config(None, ["model.width=8", "model.dis_width=8", "model.dis_layers=3", "loss.gan=2",
+                             "loss.gan_recon=3", "loss.cycle=0", "loss.kl_cycle=0"])
+    trainer = UNITTrainer(cfg)
+    x_a, x_b = torch.rand(2, 3, 16, 16) * 2 - 1, torch.rand(2, 3, 16, 16) * 2 - 1
+    images, targets = {"a": x_a, "b": x_b}, {"a": "b", "b": "a"}
+    torch.manual_seed(3)
+    streams = trainer.gen(images, targets, with_cycle=False)
+    fake_recon_a = discriminator_fake_loss(trainer.dis({"a": streams["recon/a"]})["a"], "bce").item()
+    losses = trainer.discriminator_step(images, streams, targets, None)
+    assert losses["dis/gan_recon_a"].item() == pytest.approx(fake_recon_a, rel=1e-5)
+    dis_by_hand = sum(2 * losses[f"dis/{d}"] + 3 * losses[f"dis/gan_recon_{d}"] for d in "ab")
+    assert losses["dis/total"].item() == pytest.approx(dis_by_hand.item(), rel=1e-6)
+
+    step = trainer.train_step([x_a, x_b])
+    assert {"gen/gan_recon_a", "gen/gan_recon_b", "dis/gan_recon_a", "dis/gan_recon_b"} <= set(step)
+    gen_by_hand = sum(weight * (step[f"gen/{kind}_a"] + step[f"gen/{kind}_b"]).item()
+                      for kind, weight in (("gan", 2), ("gan_recon", 3), ("kl", cfg.loss.kl), ("recon", cfg.loss.recon)))
+    assert step["gen/total"].item() == pytest.approx(gen_by_hand, rel=1e-5)
+    # the generator's GAN term on x_a's reconstruction reads D_a on that reconstruction, not on a translation
+    logits = [torch.zeros(4, 1), torch.zeros(4, 1)]
+    logits[0][2:] = 5.0
+    terms = trainer.generator_terms(images, {**streams}, {"a": [logits[0]], "b": [logits[1]]})
+    assert terms["gan_recon/a"].item() == pytest.approx(generator_gan_loss([torch.full((2, 1), 5.0)], "bce").item())
+    assert terms["gan/a"].item() == pytest.approx(math.log(2))
+    plain = UNITTrainer(load_config(None, ["model.width=8", "model.dis_width=8", "model.dis_layers=3"]))
+    assert not any("gan_recon" in name for name in plain.train_step([x_a, x_b]))
 
 
 def test_cycle_terms_vanish_when_switched_off():

@@ -105,6 +105,8 @@ class LossConfig(_Section):
 
     gan_mode: Literal["bce", "lsgan", "hinge"] = "bce"
     gan: float = Field(10.0, ge=0.0, description="lambda0, GAN terms on translated images")
+    gan_recon: float = Field(0.0, ge=0.0, description="GAN terms on reconstructed images too, as the NIPS-era code "
+                                                      "has them (paper: 0, translations only)")
     kl: float = Field(0.1, ge=0.0, description="lambda1, KL of the reconstruction streams")
     recon: float = Field(100.0, ge=0.0, description="lambda2, L1 of the reconstruction streams")
     kl_cycle: float = Field(0.1, ge=0.0, description="lambda3, KL of the cycle streams")

@@ -30,15 +30,31 @@ def l1_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def discriminator_loss(real_logits: Sequence[torch.Tensor], fake_logits: Sequence[torch.Tensor], mode: str) -> torch.Tensor:
     """Loss of one discriminator: real images are labelled 1, translations 0."""
-    total = real_logits[0].new_zeros((), dtype=torch.float32)
-    for real, fake in zip(real_logits, fake_logits, strict=True):
-        real, fake = real.float(), fake.float()
+    if len(real_logits) != len(fake_logits):
+        raise ValueError(f"{len(real_logits)} real against {len(fake_logits)} fake discriminator outputs (one per scale)")
+    total = discriminator_fake_loss(fake_logits, mode)
+    for real in real_logits:
+        real = real.float()
         if mode == "bce":
-            total = total + F.softplus(-real).mean() + F.softplus(fake).mean()
+            total = total + F.softplus(-real).mean()
         elif mode == "lsgan":
-            total = total + (real - 1).pow(2).mean() + fake.pow(2).mean()
+            total = total + (real - 1).pow(2).mean()
+        else:  # hinge (the mode was checked by discriminator_fake_loss)
+            total = total + F.relu(1 - real).mean()
+    return total
+
+
+def discriminator_fake_loss(fake_logits: Sequence[torch.Tensor], mode: str) -> torch.Tensor:
+    """The part of a discriminator's loss for generated images alone (labelled 0)."""
+    total = fake_logits[0].new_zeros((), dtype=torch.float32)
+    for fake in fake_logits:
+        fake = fake.float()
+        if mode == "bce":
+            total = total + F.softplus(fake).mean()
+        elif mode == "lsgan":
+            total = total + fake.pow(2).mean()
         elif mode == "hinge":
-            total = total + F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+            total = total + F.relu(1 + fake).mean()
         else:
             raise ValueError(f"unknown GAN mode {mode!r}")
     return total

@@ -23,7 +23,7 @@ from torch import nn
 
 from unit_core.checkpoint import restore_weights
 from unit_core.config import LossConfig, UnitConfig
-from unit_core.losses import discriminator_loss, generator_gan_loss, kl_loss, l1_loss
+from unit_core.losses import discriminator_fake_loss, discriminator_loss, generator_gan_loss, kl_loss, l1_loss
 from unit_core.networks import UNITDiscriminators, UNITGenerator, shifted_targets
 
 PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -36,12 +36,13 @@ def generator_weights(loss: LossConfig, domains: Sequence[str]) -> dict[str, flo
 
     ``gan/d`` lambda0 (D_d on the translation into d), ``kl/d`` lambda1 and ``recon/d``
     lambda2 (the reconstruction stream of x_d), ``kl_cycle/d`` lambda3 and ``cycle/d``
-    lambda4 (the cycle stream of x_d).
+    lambda4 (the cycle stream of x_d); ``gan_recon/d`` D_d on the reconstruction of x_d
+    (not in the paper: 0 unless set).
     """
     weights: dict[str, float] = {}
     for d in domains:
         weights |= {f"gan/{d}": loss.gan, f"kl/{d}": loss.kl, f"recon/{d}": loss.recon,
-                    f"kl_cycle/{d}": loss.kl_cycle, f"cycle/{d}": loss.cycle}
+                    f"kl_cycle/{d}": loss.kl_cycle, f"cycle/{d}": loss.cycle, f"gan_recon/{d}": loss.gan_recon}
     return weights
 
 
@@ -49,7 +50,8 @@ def discriminator_weights(loss: LossConfig, domains: Sequence[str]) -> dict[str,
     """The weight of each discriminator term, by term name: ``gan/d`` lambda0 per domain d and the
     domain-adaptation terms ``classifier`` (cross-entropy of the source labels) and ``feature``
     (L1 between the D features of generated pairs)."""
-    return {**{f"gan/{d}": loss.gan for d in domains}, "classifier": loss.classifier, "feature": loss.feature}
+    return {**{f"gan/{d}": loss.gan for d in domains}, **{f"gan_recon/{d}": loss.gan_recon for d in domains},
+            "classifier": loss.classifier, "feature": loss.feature}
 
 
 def weighted_total(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
@@ -193,8 +195,11 @@ class UNITTrainer:
         self.gen_opt.zero_grad(set_to_none=True)
         self.dis.requires_grad_(False)
         try:
+            judged = {target: streams[f"trans/{source}"] for source, target in targets.items()}
+            if self.judges_recon:
+                judged = {d: torch.cat([fakes, streams[f"recon/{d}"]]) for d, fakes in judged.items()}
             with self.autocast():
-                fakes = self.dis({target: streams[f"trans/{source}"] for source, target in targets.items()})
+                fakes = self.dis(judged)
         finally:
             self.dis.requires_grad_(True)
         terms = self.generator_terms(batches, streams, fakes)
@@ -217,6 +222,11 @@ class UNITTrainer:
     def adapts(self) -> bool:
         return self.cfg.model.num_classes > 0
 
+    @property
+    def judges_recon(self) -> bool:
+        """Whether the discriminators also see the reconstructions as fakes (``loss.gan_recon``)."""
+        return self.cfg.loss.gan_recon > 0
+
     def discriminator_step(self, images, streams, targets, labels) -> dict[str, torch.Tensor]:
         """D update: each D_d judges real x_d against this step's (detached) translation into d, one forward each.
 
@@ -230,7 +240,7 @@ class UNITTrainer:
         batches = {}
         for domain, real in images.items():
             parts = [real, streams[f"trans/{translated_into[domain]}"].detach()]
-            if self.adapts:
+            if self.adapts or self.judges_recon:
                 parts.append(streams[f"recon/{domain}"].detach())
             batches[domain] = torch.cat(parts)
         if self.adapts and labels is None:
@@ -246,7 +256,11 @@ class UNITTrainer:
         for domain, (logits, *_) in outputs.items():
             count = len(images[domain])
             terms[f"gan/{domain}"] = discriminator_loss([o[:count] for o in logits], [o[count : 2 * count] for o in logits], mode)
+            if self.judges_recon:
+                terms[f"gan_recon/{domain}"] = discriminator_fake_loss([o[2 * count :] for o in logits], mode)
         losses = {f"dis/{domain}": terms[f"gan/{domain}"] for domain in outputs}
+        if self.judges_recon:
+            losses |= {f"dis/gan_recon_{domain}": terms[f"gan_recon/{domain}"] for domain in outputs}
         if self.adapts:
             labels = labels.to(self.device)
             features_s, features_t = outputs[source][1], outputs[target][1]
@@ -275,6 +289,10 @@ class UNITTrainer:
         mode = self.cfg.loss.gan_mode
         terms: dict[str, torch.Tensor] = {}
         for domain, logits in fakes.items():
+            if self.judges_recon:  # translations first, then the reconstructions (train_step)
+                count = len(images[domain])
+                terms[f"gan_recon/{domain}"] = generator_gan_loss([o[-count:] for o in logits], mode)
+                logits = [o[:-count] for o in logits]
             terms[f"gan/{domain}"] = generator_gan_loss(logits, mode)
         for domain, real in images.items():
             kl = kl_loss(streams[f"mu/{domain}"])
