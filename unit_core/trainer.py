@@ -47,9 +47,10 @@ def generator_weights(loss: LossConfig, domains: Sequence[str]) -> dict[str, flo
 
 
 def discriminator_weights(loss: LossConfig, domains: Sequence[str]) -> dict[str, float]:
-    """The weight of each discriminator term, by term name: ``gan/d`` lambda0 per domain d and the
-    domain-adaptation terms ``classifier`` (cross-entropy of the source labels) and ``feature``
-    (L1 between the D features of generated pairs)."""
+    """The weight of each discriminator term, by term name: ``gan/d`` lambda0 per domain d,
+    ``gan_recon/d`` (the reconstructions of x_d as fakes) and the domain-adaptation terms
+    ``classifier`` (cross-entropy of the source labels) and ``feature`` (L1 between the D
+    features of generated pairs)."""
     return {**{f"gan/{d}": loss.gan for d in domains}, **{f"gan_recon/{d}": loss.gan_recon for d in domains},
             "classifier": loss.classifier, "feature": loss.feature}
 
@@ -197,7 +198,7 @@ class UNITTrainer:
         try:
             judged = {target: streams[f"trans/{source}"] for source, target in targets.items()}
             if self.judges_recon:
-                judged = {d: torch.cat([fakes, streams[f"recon/{d}"]]) for d, fakes in judged.items()}
+                judged = {d: torch.cat([translations, streams[f"recon/{d}"]]) for d, translations in judged.items()}
             with self.autocast():
                 fakes = self.dis(judged)
         finally:
@@ -228,7 +229,8 @@ class UNITTrainer:
         return self.cfg.loss.gan_recon > 0
 
     def discriminator_step(self, images, streams, targets, labels) -> dict[str, torch.Tensor]:
-        """D update: each D_d judges real x_d against this step's (detached) translation into d, one forward each.
+        """D update: each D_d judges real x_d against this step's (detached) translation into d, one forward each
+        (with ``loss.gan_recon``, the reconstruction of x_d too).
 
         Domain adaptation (two domains, source s labelled, target t) adds, on the tied D
         features: cross-entropy of the source images' labels, and the L1 distance between
