@@ -14,7 +14,7 @@ Exact forms used (weights are applied by the trainer, by name, from ``LossConfig
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,49 +28,38 @@ def l1_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (output.float() - target.float()).abs().mean()
 
 
+#: Per mode, the loss of one logit: labelled real or fake by a discriminator, and the generator's of a fake.
+GAN_TERMS: dict[str, dict[str, Callable[[torch.Tensor], torch.Tensor]]] = {
+    "bce": {"real": lambda x: F.softplus(-x), "fake": F.softplus,
+            "generator": lambda x: F.softplus(-x)},  # the non-saturating -log D(G(z))
+    "lsgan": {"real": lambda x: (x - 1).pow(2), "fake": lambda x: x.pow(2), "generator": lambda x: (x - 1).pow(2)},
+    "hinge": {"real": lambda x: F.relu(1 - x), "fake": lambda x: F.relu(1 + x), "generator": lambda x: -x},
+}
+
+
+def _gan_sum(logits: Sequence[torch.Tensor], mode: str, role: str) -> torch.Tensor:
+    """One GAN term per discriminator scale, averaged over patches, summed over scales (in fp32)."""
+    if mode not in GAN_TERMS:
+        raise ValueError(f"unknown GAN mode {mode!r}")
+    term = GAN_TERMS[mode][role]
+    total = logits[0].new_zeros((), dtype=torch.float32)
+    for logit in logits:
+        total = total + term(logit.float()).mean()
+    return total
+
+
 def discriminator_loss(real_logits: Sequence[torch.Tensor], fake_logits: Sequence[torch.Tensor], mode: str) -> torch.Tensor:
     """Loss of one discriminator: real images are labelled 1, translations 0."""
     if len(real_logits) != len(fake_logits):
         raise ValueError(f"{len(real_logits)} real against {len(fake_logits)} fake discriminator outputs (one per scale)")
-    total = discriminator_fake_loss(fake_logits, mode)
-    for real in real_logits:
-        real = real.float()
-        if mode == "bce":
-            total = total + F.softplus(-real).mean()
-        elif mode == "lsgan":
-            total = total + (real - 1).pow(2).mean()
-        else:  # hinge (the mode was checked by discriminator_fake_loss)
-            total = total + F.relu(1 - real).mean()
-    return total
+    return _gan_sum(real_logits, mode, "real") + discriminator_fake_loss(fake_logits, mode)
 
 
 def discriminator_fake_loss(fake_logits: Sequence[torch.Tensor], mode: str) -> torch.Tensor:
     """The part of a discriminator's loss for generated images alone (labelled 0)."""
-    total = fake_logits[0].new_zeros((), dtype=torch.float32)
-    for fake in fake_logits:
-        fake = fake.float()
-        if mode == "bce":
-            total = total + F.softplus(fake).mean()
-        elif mode == "lsgan":
-            total = total + fake.pow(2).mean()
-        elif mode == "hinge":
-            total = total + F.relu(1 + fake).mean()
-        else:
-            raise ValueError(f"unknown GAN mode {mode!r}")
-    return total
+    return _gan_sum(fake_logits, mode, "fake")
 
 
 def generator_gan_loss(fake_logits: Sequence[torch.Tensor], mode: str) -> torch.Tensor:
     """Loss of the generator for translations judged by one discriminator."""
-    total = fake_logits[0].new_zeros((), dtype=torch.float32)
-    for fake in fake_logits:
-        fake = fake.float()
-        if mode == "bce":
-            total = total + F.softplus(-fake).mean()
-        elif mode == "lsgan":
-            total = total + (fake - 1).pow(2).mean()
-        elif mode == "hinge":
-            total = total - fake.mean()
-        else:
-            raise ValueError(f"unknown GAN mode {mode!r}")
-    return total
+    return _gan_sum(fake_logits, mode, "generator")
