@@ -13,6 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import adaptation_config
+from unit_core.training import fit
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
     "data.domain_a=gta", "data.domain_b=city", "data.image_size=32", "data.load_size=40", "model.width=8",
@@ -155,9 +158,6 @@ def test_translate_reports_every_input_it_cannot_translate_and_goes_on(trained: 
 
 
 def test_translate_with_a_vector_code_model_skips_images_of_other_sizes(digits_root: Path, tmp_path: Path):
-    from conftest import adaptation_config
-    from unit_core.training import fit
-
     checkpoint = fit(adaptation_config(digits_root, tmp_path / "run", "model.generator=conv32", "train.max_steps=2"),
                      progress=False).checkpoint
     folder = tmp_path / "in"

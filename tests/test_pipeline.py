@@ -14,11 +14,10 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
-from servers import free_port
+from servers import BIN, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SERVICES = REPO / "infra" / "local" / "services.py"
-BIN = Path(sys.executable).parent
 TINY = [
     'ingest.train=12', "ingest.test=4", "ingest.size=32", "data.image_size=32", "model.width=8",
     "model.dis_width=8", "model.dis_layers=3", "model.res_blocks=2", "train.max_steps=4", "train.log_every=2",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from servers import BIN, prefect_server
+from servers import BIN, prefect_server, stop
 from test_pipeline import TINY
 from unit_core.config import preset_names
 
@@ -55,8 +55,7 @@ def test_a_run_submitted_to_the_pool_is_picked_up_by_a_worker_and_completes(tmp_
                 ran = prefect("deployment", "run", "unit/street-scenes", "--watch", "--watch-timeout", "500",
                               "-p", parameter, timeout=600)
             finally:
-                os.killpg(worker.pid, 15)
-                worker.wait(timeout=60)
+                stop(worker)
         worker_log = (tmp_path / "worker.log").read_text()
         assert ran.returncode == 0, ran.stdout[-3000:] + worker_log[-3000:]
         assert (work / "runs" / "street-scenes" / "checkpoints" / "latest.pt").is_file()  # trained in the checkout
