@@ -82,7 +82,8 @@ def test_translate_in_bf16_stays_within_a_few_grey_levels_of_fp32(trained: Path,
 
 
 def test_automatic_precision_is_bf16_only_where_the_cpu_has_bf16_instructions():
-    from unit_core.translate import autocast_dtype_for, cpu_has_bf16
+    from unit_core.trainer import cpu_has_bf16
+    from unit_core.translate import autocast_dtype_for
 
     sapphire = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
     skylake = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_vnni\n"

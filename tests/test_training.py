@@ -7,6 +7,7 @@ import os
 import pickle
 import random
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -209,6 +210,20 @@ def test_multi_scale_lsgan_bf16_channels_last_runs(street_root, tmp_path):
     result = fit(cfg, progress=False)
     assert all(torch.isfinite(torch.tensor(v)) for v in result.last_metrics.values())
     assert result.last_metrics["lr"] == pytest.approx(cfg.optim.lr * 0.5)
+
+
+@pytest.mark.parametrize("has_bf16", [False, True])
+def test_bf16_on_a_cpu_without_bf16_instructions_warns(tmp_path, monkeypatch, has_bf16):
+    # Emulated bf16 ran a digits step 11x slower than fp32 on a 2-core Zen 3 CPU (docs/performance.md).
+    monkeypatch.setattr("unit_core.trainer.cpu_has_bf16", lambda: has_bf16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        UNITTrainer(tiny_config(tmp_path, tmp_path / "run", "train.precision=bf16"))
+        UNITTrainer(tiny_config(tmp_path, tmp_path / "run", "train.precision=fp32"))
+    messages = [str(w.message) for w in caught if "bf16 instructions" in str(w.message)]
+    assert len(messages) == (0 if has_bf16 else 1)
+    if messages:
+        assert "train.precision=fp32" in messages[0]
 
 
 def test_jpegs_are_decoded_at_reduced_scale_only_down_to_the_training_size(shared_data, tmp_path):

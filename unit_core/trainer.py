@@ -27,6 +27,23 @@ from unit_core.losses import discriminator_fake_loss, discriminator_loss, genera
 from unit_core.networks import UNITDiscriminators, UNITGenerator, shifted_targets
 
 PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+CPU_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}  # /proc/cpuinfo flags of x86 CPUs with bf16 instructions
+
+
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU has bf16 instructions, from the flags of ``/proc/cpuinfo`` (False where that file is absent).
+
+    Without them oneDNN emulates bf16 and it is slower than fp32.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False
+    return any(set(line.split(":", 1)[1].split()) & CPU_BF16_FLAGS
+               for line in cpuinfo.splitlines() if line.startswith("flags") and ":" in line)
+
+
 #: Wraps a network for gradient synchronisation, e.g. in DistributedDataParallel.
 Wrap = Callable[[nn.Module], Callable[..., Any]]
 
@@ -119,6 +136,10 @@ class UNITTrainer:
     def __init__(self, cfg: UnitConfig, device: str | torch.device = "cpu", wrap: Wrap | None = None):
         self.cfg = cfg
         self.device = torch.device(device)
+        if cfg.train.precision == "bf16" and self.device.type == "cpu" and not cpu_has_bf16():
+            warnings.warn("train.precision is bf16 but this CPU has no bf16 instructions (avx512_bf16, amx_bf16): "
+                          "it is emulated, about 10x slower than fp32 (docs/performance.md); "
+                          "set train.precision=fp32 for speed", stacklevel=2)
         self.step = 0
         self.last_lr = cfg.optim.lr
         torch.manual_seed(cfg.seed)

@@ -13,28 +13,13 @@ from unit_core.checkpoint import load_generator
 from unit_core.config import UnitConfig
 from unit_core.images import pil_to_tensor, tensor_to_pil, to_mode
 from unit_core.networks import UNITGenerator
-from unit_core.trainer import resolve_device
+from unit_core.trainer import cpu_has_bf16, resolve_device
 
 #: Two-domain models: the direction names of their two translations (x1 -> x2 and back).
 DIRECTIONS = ("a2b", "b2a")
 SIZE_MULTIPLE = 4  # two stride-2 layers
 #: Arithmetic of the generator at inference: auto = bf16 where the hardware computes it natively.
 PRECISIONS = ("auto", "fp32", "bf16")
-CPU_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}  # /proc/cpuinfo flags of x86 CPUs with bf16 instructions
-
-
-def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether the CPU has bf16 instructions, from the flags of ``/proc/cpuinfo`` (False where that file is absent).
-
-    Without them oneDNN emulates bf16 and it is slower than fp32.
-    """
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return False
-    return any(set(line.split(":", 1)[1].split()) & CPU_BF16_FLAGS
-               for line in cpuinfo.splitlines() if line.startswith("flags") and ":" in line)
 
 
 def autocast_dtype_for(precision: str, device: torch.device) -> torch.dtype | None:
