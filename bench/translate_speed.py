@@ -29,8 +29,7 @@ from PIL import Image, ImageOps
 from unit_core.checkpoint import atomic_torch_save, make_checkpoint
 from unit_core.config import load_config
 from unit_core.images import list_images, pil_to_tensor, tensor_to_pil, to_mode
-from unit_core.trainer import UNITTrainer
-from unit_core.trainer import cpu_has_bf16
+from unit_core.trainer import UNITTrainer, cpu_has_bf16
 from unit_core.translate import batches_by_size, translator_from_checkpoint
 
 PHASES = ("read", "tensor", "forward", "image", "png")
