@@ -132,8 +132,11 @@ def track(cfg, run_name: str, curve_file: Path, summary: dict) -> None:
 
     points = [json.loads(line) for line in curve_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     grids = sorted((Path(cfg.train.out_dir) / "samples").glob("*.png"))
+    curves = {"b/target_accuracy_curve": [(point["step"], point["accuracy"]) for point in points]}
+    if any("accuracy_trained" in point for point in points):  # train.ema_decay: the curve above is the average's
+        curves["b/target_accuracy_curve_trained"] = [(p["step"], p["accuracy_trained"]) for p in points if "accuracy_trained" in p]
     run_id = log_finished_run(
-        cfg, run_name, {"b/target_accuracy_curve": [(point["step"], point["accuracy"]) for point in points]},
+        cfg, run_name, curves,
         {"b/classification_accuracy": summary["accuracy"], "train_wall_s": summary["train_wall_s"]},
         artifacts=(curve_file, Path(cfg.train.out_dir) / "summary.json", *grids[-1:]),
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from unit_core.checkpoint import load_checkpoint, restore_weights, stored_config
+from unit_core.checkpoint import inference_weights, load_checkpoint, restore_weights, stored_config
 from unit_core.config import UnitConfig
 from unit_core.evaluation import Classifier, classify_split
 from unit_core.networks import UNITDiscriminators
@@ -36,13 +36,14 @@ def discriminator_classifier(dis: UNITDiscriminators, device: torch.device, doma
 
 
 def classifier_from_checkpoint(path: str | Path, device: str | torch.device = "auto") -> Classifier | None:
-    """The target-domain (b) classifier of a checkpoint; None when its model has none (``model.num_classes`` 0)."""
+    """The target-domain (b) classifier of a checkpoint (its averaged discriminators where it has them); None when
+    its model has none (``model.num_classes`` 0)."""
     payload = load_checkpoint(path, map_location="cpu")
     cfg = stored_config(payload, path)
     if not cfg.model.num_classes:
         return None
     dis = UNITDiscriminators(cfg.model, cfg.channels())
-    restore_weights(dis, payload, "dis", path)
+    restore_weights(dis, payload, inference_weights(payload, "dis"), path)
     device = resolve_device(device) if isinstance(device, str) else device
     return discriminator_classifier(dis.to(device).eval(), device, target_domain(cfg))
 
@@ -63,13 +64,20 @@ class TargetAccuracyCurve:
     def on_checkpoint(self, step: int, trainer: UNITTrainer, checkpoint: Path | None, grid: Path | None) -> None:
         if checkpoint is None:
             return
-        target = target_domain(self.cfg)
-        trainer.dis.eval()  # no dropout (model.dis_dropout) while measuring
-        try:
-            accuracy = classify_split(discriminator_classifier(trainer.dis, trainer.device, target), self.cfg.data.root,
-                                      self.cfg.domains()[target], self.split, self.cfg.channels()[target], batch_size=500)
-        finally:
-            trainer.dis.train()
+        # "accuracy": the classifier inference uses (averaged with train.ema_decay); then also the trained one's.
+        point = {"step": step, "accuracy": self.accuracy(trainer.inference_dis, trainer.device)}
+        if trainer.ema:
+            point["accuracy_trained"] = self.accuracy(trainer.dis, trainer.device)
         self.out_file.parent.mkdir(parents=True, exist_ok=True)
         with self.out_file.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"step": step, "accuracy": accuracy}) + "\n")
+            handle.write(json.dumps(point) + "\n")
+
+    def accuracy(self, dis: UNITDiscriminators, device: torch.device) -> float:
+        target = target_domain(self.cfg)
+        was_training = dis.training
+        dis.eval()  # no dropout (model.dis_dropout) while measuring
+        try:
+            return classify_split(discriminator_classifier(dis, device, target), self.cfg.data.root,
+                                  self.cfg.domains()[target], self.split, self.cfg.channels()[target], batch_size=500)
+        finally:
+            dis.train(was_training)

@@ -153,10 +153,18 @@ def restore_weights(module: nn.Module, payload: dict[str, Any], name: str, path:
     module.load_state_dict(state)
 
 
+def inference_weights(payload: dict[str, Any], name: str) -> str:
+    """Which of a checkpoint's weights of ``name`` (gen, dis) inference uses: the moving average
+    (``<name>_ema``, trained with ``train.ema_decay``) where the checkpoint holds one, else the trained weights."""
+    networks = payload.get("networks")
+    return f"{name}_ema" if isinstance(networks, dict) and f"{name}_ema" in networks else name
+
+
 def load_generator(path: str | Path) -> tuple[UnitConfig, UNITGenerator]:
-    """The stored configuration and the generator (an E_d and G_d per domain) of a checkpoint, on the CPU, in eval mode."""
+    """The stored configuration and the generator (an E_d and G_d per domain) of a checkpoint, on the CPU, in eval mode
+    (the averaged weights where the checkpoint has them: :func:`inference_weights`)."""
     payload = load_checkpoint(path, map_location="cpu")
     cfg = stored_config(payload, path)
     generator = UNITGenerator(cfg.model, cfg.channels())
-    restore_weights(generator, payload, "gen", path)
+    restore_weights(generator, payload, inference_weights(payload, "gen"), path)
     return cfg, generator.eval()

@@ -183,6 +183,9 @@ class TrainConfig(_Section):
     compile: bool = Field(False, description="torch.compile the networks (falls back to eager if compilation fails)")
     threads: int = Field(0, ge=0, description="CPU threads for PyTorch's operators; 0 = PyTorch's default (all cores). "
                          "Runs sharing a machine: one each (more oversubscribes the cores)")
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0, description="keep an exponential moving average of the generator's "
+                             "and discriminators' weights with this decay per step (e.g. 0.999); translation, evaluation "
+                             "and the adaptation classifier then use the averaged weights. 0 = off")
 
 
 class DistributedConfig(_Section):

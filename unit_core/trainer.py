@@ -10,6 +10,7 @@ is unchanged) and, attached, the G update against the updated discriminators.
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -151,6 +152,9 @@ class UNITTrainer:
             net.apply(init_weights)
             net.to(device=self.device, memory_format=memory_format)
         self.memory_format = memory_format
+        # train.ema_decay: moving averages of the weights, never trained themselves; inference reads them.
+        self.ema = {name: copy.deepcopy(net).requires_grad_(False).eval()
+                    for name, net in (("gen", self.gen), ("dis", self.dis))} if cfg.train.ema_decay else {}
         self._gen_forward = _forward_pass(self.gen, wrap, cfg.train.compile)
         self._dis_forward = _forward_pass(self.dis, wrap, cfg.train.compile)
         self.generator_weights = generator_weights(cfg.loss, self.domains)
@@ -234,11 +238,43 @@ class UNITTrainer:
         self.gen_sched.step()
         self.dis_sched.step()
         self.step += 1
+        self.update_ema()
         for name, value in terms.items():
             kind, domain = name.split("/")
             losses[f"gen/{kind}_{domain}"] = value.detach()
         losses["gen/total"] = gen_total.detach()
         return losses
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """Move each averaged network toward its trained one: avg += (1 - decay) (trained - avg).
+
+        The decay warms up as min(ema_decay, (1 + t) / (10 + t)) over the first updates t, so
+        the average soon forgets the random initial weights. Floating-point buffers (batch-norm
+        statistics) are averaged alike; counters are copied.
+        """
+        if not self.ema:
+            return
+        weight = 1.0 - min(self.cfg.train.ema_decay, (1 + self.step) / (10 + self.step))
+        for name, average in self.ema.items():
+            trained = getattr(self, name)
+            for mean, value in zip(average.parameters(), trained.parameters(), strict=True):
+                mean.lerp_(value, weight)
+            for mean, value in zip(average.buffers(), trained.buffers(), strict=True):
+                if mean.is_floating_point():
+                    mean.lerp_(value, weight)
+                else:
+                    mean.copy_(value)
+
+    @property
+    def inference_gen(self) -> UNITGenerator:
+        """The generator that translates: the averaged one with ``train.ema_decay``, else the trained one."""
+        return self.ema.get("gen", self.gen)
+
+    @property
+    def inference_dis(self) -> UNITDiscriminators:
+        """The discriminators whose classifier is measured: averaged with ``train.ema_decay``, else trained."""
+        return self.ema.get("dis", self.dis)
 
     @property
     def adapts(self) -> bool:
@@ -339,22 +375,24 @@ class UNITTrainer:
         Two domains: input | reconstruction | translation | cycle, a->b then b->a. N domains:
         input | its image in each domain (its own: the reconstruction), a block of rows per domain.
         """
-        self.gen.eval()
+        gen = self.inference_gen
+        was_training = gen.training
+        gen.eval()
         try:
             batches = {d: self.prepare(x) for d, x in fixed.items()}
             with self.autocast():
                 if len(self.domains) == 2:
-                    streams = self.gen(batches, self.targets(0), with_cycle=True)
+                    streams = gen(batches, self.targets(0), with_cycle=True)
                     rows = [[x[i], streams[f"recon/{d}"][i], streams[f"trans/{d}"][i], streams[f"cycle/{d}"][i]]
                             for d, x in batches.items() for i in range(len(x))]
                 else:
                     rows = []
                     for source, x in batches.items():
-                        z = self.gen.encode(x, source)
-                        outputs = [self.gen.decode(z, target) for target in self.domains]
+                        z = gen.encode(x, source)
+                        outputs = [gen.decode(z, target) for target in self.domains]
                         rows += [[x[i], *(output[i] for output in outputs)] for i in range(len(x))]
         finally:
-            self.gen.train()
+            gen.train(was_training)
         return [[t.float().cpu() for t in row] for row in rows]
 
     # ------------------------------------------------------------------- state
@@ -363,7 +401,8 @@ class UNITTrainer:
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
-            "networks": {"gen": self.gen.state_dict(), "dis": self.dis.state_dict()},
+            "networks": {"gen": self.gen.state_dict(), "dis": self.dis.state_dict(),
+                         **{f"{name}_ema": average.state_dict() for name, average in self.ema.items()}},
             "optimizers": {"gen": self.gen_opt.state_dict(), "dis": self.dis_opt.state_dict()},
             "schedulers": {"gen": self.gen_sched.state_dict(), "dis": self.dis_sched.state_dict()},
             "scalers": {"gen": self.gen_scaler.state_dict(), "dis": self.dis_scaler.state_dict()},
@@ -374,6 +413,13 @@ class UNITTrainer:
         """Restore a checkpoint's payload (``source`` names its file in errors)."""
         restore_weights(self.gen, payload, "gen", source)
         restore_weights(self.dis, payload, "dis", source)
+        for name, average in self.ema.items():
+            if f"{name}_ema" in payload["networks"]:
+                restore_weights(average, payload, f"{name}_ema", source)
+            else:
+                warnings.warn(f"{source}: no averaged weights for '{name}' (trained without train.ema_decay); "
+                              f"the average starts from the checkpoint's weights", stacklevel=2)
+                average.load_state_dict(getattr(self, name).state_dict())
         if networks_only:
             return
         self.gen_opt.load_state_dict(payload["optimizers"]["gen"])

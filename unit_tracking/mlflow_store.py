@@ -47,7 +47,8 @@ from PIL import Image
 
 import unit_core
 import unit_tracking
-from unit_core.checkpoint import atomic_torch_save, load_checkpoint, make_checkpoint, restore_weights, stored_config
+from unit_core.checkpoint import (atomic_torch_save, inference_weights, load_checkpoint, make_checkpoint, restore_weights,
+                                   stored_config)
 from unit_core.config import UnitConfig
 from unit_core.evaluation import PAIRS_TABLE, manifest_sha256
 from unit_core.layout import run_paths
@@ -410,7 +411,7 @@ def _champion_decision(client: MlflowClient, name: str, value: float, cfg: UnitC
 
 def _inference_checkpoint(payload: dict[str, Any], folder: Path) -> Path:
     """The generator of a training checkpoint alone: what translation needs, a fraction of the size."""
-    state = {"networks": {"gen": payload["networks"]["gen"]}}
+    state = {"networks": {"gen": payload["networks"][inference_weights(payload, "gen")]}}
     return atomic_torch_save(make_checkpoint(payload["config"], payload["step"], state), folder / "generator.pt")
 
 
@@ -487,7 +488,8 @@ def register_model(
     eval_settings = json.dumps({key: record.get(key) for key in METRIC_DEFINING_SETTINGS}, sort_keys=True)
     payload = load_checkpoint(checkpoint, map_location="cpu")
     stored = stored_config(payload, checkpoint)
-    restore_weights(UNITGenerator(stored.model, stored.channels()), payload, "gen", checkpoint)  # what the logged model will load
+    # What the logged model will load.
+    restore_weights(UNITGenerator(stored.model, stored.channels()), payload, inference_weights(payload, "gen"), checkpoint)
     # What trained the model, with the preset's evaluation and tracking settings it is judged by.
     model_cfg = stored.model_copy(update={"evaluation": cfg.evaluation, "tracking": cfg.tracking})
     client = MlflowClient(uri)
