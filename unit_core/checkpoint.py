@@ -153,11 +153,16 @@ def restore_weights(module: nn.Module, payload: dict[str, Any], name: str, path:
     module.load_state_dict(state)
 
 
+def averaged(name: str) -> str:
+    """The checkpoint key of the moving average of network ``name`` (gen, dis), kept with ``train.ema_decay``."""
+    return f"{name}_ema"
+
+
 def inference_weights(payload: dict[str, Any], name: str) -> str:
     """Which of a checkpoint's weights of ``name`` (gen, dis) inference uses: the moving average
-    (``<name>_ema``, trained with ``train.ema_decay``) where the checkpoint holds one, else the trained weights."""
+    (:func:`averaged`) where the checkpoint holds one, else the trained weights."""
     networks = payload.get("networks")
-    return f"{name}_ema" if isinstance(networks, dict) and f"{name}_ema" in networks else name
+    return averaged(name) if isinstance(networks, dict) and averaged(name) in networks else name
 
 
 def load_generator(path: str | Path) -> tuple[UnitConfig, UNITGenerator]:

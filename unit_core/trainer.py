@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unit_core.checkpoint import restore_weights
+from unit_core.checkpoint import averaged, restore_weights
 from unit_core.config import LossConfig, UnitConfig
 from unit_core.losses import discriminator_fake_loss, discriminator_loss, generator_gan_loss, kl_loss, l1_loss
 from unit_core.networks import UNITDiscriminators, UNITGenerator, shifted_targets
@@ -402,7 +402,7 @@ class UNITTrainer:
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
             "networks": {"gen": self.gen.state_dict(), "dis": self.dis.state_dict(),
-                         **{f"{name}_ema": average.state_dict() for name, average in self.ema.items()}},
+                         **{averaged(name): average.state_dict() for name, average in self.ema.items()}},
             "optimizers": {"gen": self.gen_opt.state_dict(), "dis": self.dis_opt.state_dict()},
             "schedulers": {"gen": self.gen_sched.state_dict(), "dis": self.dis_sched.state_dict()},
             "scalers": {"gen": self.gen_scaler.state_dict(), "dis": self.dis_scaler.state_dict()},
@@ -414,8 +414,8 @@ class UNITTrainer:
         restore_weights(self.gen, payload, "gen", source)
         restore_weights(self.dis, payload, "dis", source)
         for name, average in self.ema.items():
-            if f"{name}_ema" in payload["networks"]:
-                restore_weights(average, payload, f"{name}_ema", source)
+            if averaged(name) in payload["networks"]:
+                restore_weights(average, payload, averaged(name), source)
             else:
                 warnings.warn(f"{source}: no averaged weights for '{name}' (trained without train.ema_decay); "
                               f"the average starts from the checkpoint's weights", stacklevel=2)
