@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from unit_core.config import ConfigError, load_config
 from unit_core.losses import discriminator_fake_loss, discriminator_loss, generator_gan_loss, kl_loss, l1_loss
@@ -208,6 +209,33 @@ def test_each_loss_term_has_its_own_weight_in_the_totals():
                       for kind, weight in (("gan", 2), ("kl", 3), ("recon", 5)))
     assert logged["gen/total"] == pytest.approx(gen_by_hand, rel=1e-5)
     assert not any(name.startswith(("gen/cycle", "gen/kl_cycle")) for name in logged)
+
+
+def test_translated_source_images_train_the_classifier_through_the_target_discriminator():
+    """loss.classifier_translated: the source labels on x_a translated into b, read as b's test digits are read."""
+    trainer = adaptation_trainer_with("loss.gan=2", "loss.classifier=13", "loss.feature=17", "loss.classifier_translated=19")
+    x_a, x_b = torch.rand(4, 1, 28, 28) * 2 - 1, torch.rand(4, 1, 28, 28) * 2 - 1
+    labels = torch.tensor([0, 3, 7, 9])
+    images, targets = {"a": x_a, "b": x_b}, {"a": "b", "b": "a"}
+    streams = trainer.gen(images, targets, with_cycle=False)
+    with torch.no_grad():
+        for conv in (m for m in trainer.dis.modules() if isinstance(m, torch.nn.Conv2d)):
+            conv.weight.normal_(0.0, 0.5)  # at N(0, 0.02) the class logits are all but the bias, whatever the input
+        expected = F.cross_entropy(trainer.dis.classify(streams["trans/a"], "b"), labels).item()
+        through_a = F.cross_entropy(trainer.dis.classify(streams["trans/a"], "a"), labels).item()
+        shuffled = F.cross_entropy(trainer.dis.classify(streams["trans/a"], "b"), labels.roll(1)).item()
+    assert abs(expected - through_a) > 1e-4 and abs(expected - shuffled) > 1e-4  # the checks below can tell them apart
+    losses = {name: value.item() for name, value in trainer.discriminator_step(images, streams, targets, labels).items()}
+    assert losses["dis/classifier_translated"] == pytest.approx(expected, rel=1e-5)
+    dis_by_hand = (2 * (losses["dis/a"] + losses["dis/b"]) + 13 * losses["dis/classifier"] + 17 * losses["dis/feature"]
+                   + 19 * losses["dis/classifier_translated"])
+    assert losses["dis/total"] == pytest.approx(dis_by_hand, rel=1e-5)
+    assert 0.0 <= losses["dis/accuracy_a_to_b"] <= 1.0
+    # bf16 autocast gives bf16 features; the term must take them (as the source classifier does)
+    bf16 = adaptation_trainer_with("loss.classifier_translated=10", "train.precision=bf16")
+    step = bf16.train_step([x_a, x_b], labels)
+    assert torch.isfinite(step["dis/classifier_translated"]) and step["dis/classifier_translated"].dtype == torch.float32
+    assert "dis/classifier_translated" not in adaptation_trainer().train_step([x_a, x_b], labels)
 
 
 def test_reconstructions_judged_as_fakes_add_their_own_weighted_terms():

@@ -113,6 +113,9 @@ class LossConfig(_Section):
     cycle: float = Field(100.0, ge=0.0, description="lambda4, L1 of the cycle streams; 0 with kl_cycle 0 = no cycle")
     classifier: float = Field(10.0, ge=0.0, description="domain adaptation: cross-entropy of the classifier on D1 features")
     feature: float = Field(0.1, ge=0.0, description="domain adaptation: L1 between D features of generated pairs")
+    classifier_translated: float = Field(0.0, ge=0.0, description="domain adaptation: cross-entropy of the classifier "
+                                         "on the source images translated into the target domain, with the source "
+                                         "labels (not in the paper: 0 unless set)")
 
 
 class OptimConfig(_Section):

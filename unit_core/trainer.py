@@ -67,10 +67,11 @@ def generator_weights(loss: LossConfig, domains: Sequence[str]) -> dict[str, flo
 def discriminator_weights(loss: LossConfig, domains: Sequence[str]) -> dict[str, float]:
     """The weight of each discriminator term, by term name: ``gan/d`` lambda0 per domain d,
     ``gan_recon/d`` (the reconstructions of x_d as fakes) and the domain-adaptation terms
-    ``classifier`` (cross-entropy of the source labels) and ``feature`` (L1 between the D
-    features of generated pairs)."""
+    ``classifier`` (cross-entropy of the source labels), ``feature`` (L1 between the D
+    features of generated pairs) and ``classifier_translated`` (cross-entropy of the source
+    labels on the source images translated into the target domain; not in the paper)."""
     return {**{f"gan/{d}": loss.gan for d in domains}, **{f"gan_recon/{d}": loss.gan_recon for d in domains},
-            "classifier": loss.classifier, "feature": loss.feature}
+            "classifier": loss.classifier, "feature": loss.feature, "classifier_translated": loss.classifier_translated}
 
 
 def weighted_total(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
@@ -292,7 +293,9 @@ class UNITTrainer:
         Domain adaptation (two domains, source s labelled, target t) adds, on the tied D
         features: cross-entropy of the source images' labels, and the L1 distance between
         the features of each generated pair decoded from one latent code, (x_ss, x_st)
-        and (x_ts, x_tt).
+        and (x_ts, x_tt). With ``loss.classifier_translated`` also the cross-entropy of the
+        source labels on x_st read through D_t's own first layer, the path the target's test
+        images take (not in the paper; as in pixel-level adaptation methods).
         """
         mode = self.cfg.loss.gan_mode
         translated_into = {target: source for source, target in targets.items()}
@@ -311,6 +314,9 @@ class UNITTrainer:
             outputs = self._dis_forward(batches, with_features=True)
             # Under autocast too: the features are bf16/fp16 there, the classifier's weights fp32.
             class_logits = self.dis.class_logits(outputs[source][2][:n]).float() if self.adapts else None
+            count_t = len(images[target])
+            translated_logits = (self.dis.class_logits(outputs[target][2][count_t : count_t + n]).float()
+                                 if self.adapts and self.cfg.loss.classifier_translated > 0 else None)
         terms = {}
         for domain, (logits, *_) in outputs.items():
             count = len(images[domain])
@@ -328,6 +334,10 @@ class UNITTrainer:
                                 + l1_loss(features_s[n : 2 * n], features_t[2 * n :]))
             losses |= {"dis/classifier": terms["classifier"], "dis/feature": terms["feature"],
                        f"dis/accuracy_{source}": (class_logits.argmax(1) == labels).float().mean()}
+            if translated_logits is not None:
+                terms["classifier_translated"] = F.cross_entropy(translated_logits, labels)
+                losses |= {"dis/classifier_translated": terms["classifier_translated"],
+                           f"dis/accuracy_{source}_to_{target}": (translated_logits.argmax(1) == labels).float().mean()}
         total = self.discriminator_total(terms)
         self.dis_scaler.scale(total).backward()
         self.dis_scaler.step(self.dis_opt)
