@@ -61,12 +61,13 @@ def tiny_config(root: Path, out_dir: Path, *overrides: str) -> UnitConfig:
 
 
 def adaptation_config(root: Path, out_dir: Path, *overrides: str) -> UnitConfig:
-    """MNIST (a, labelled) -> USPS (b): the preset's variant (tied D trunk, classifier, batch norm) at test size."""
+    """MNIST (a, labelled) -> USPS (b): the preset's variant (tied D trunk, classifier on source and translated source
+    digits, batch norm) at test size."""
     return load_config(None, [
         f"data.root={root}", "data.domain_a=mnist", "data.domain_b=usps", "data.image_size=32", "data.flip=false",
         "model.channels_a=1", "model.channels_b=1", "model.width=8", "model.res_blocks=1", "model.n_shared=1",
         "model.norm=batch", "model.dis_width=16", "model.dis_layers=3", "model.dis_shared_layers=2", "model.num_classes=10",
-        "loss.cycle=0", "loss.kl_cycle=0", "loss.gan=1", "optim.lr=0.003",
+        "loss.cycle=0", "loss.kl_cycle=0", "loss.gan=1", "loss.classifier_translated=10", "optim.lr=0.003",
         f"train.out_dir={out_dir}", "train.batch_size=16", "train.sample_count=2", "train.log_every=50",
         "train.checkpoint_every=75", "train.deterministic=true", "train.device=cpu", "evaluation.split=test",
         *overrides,

@@ -229,6 +229,7 @@ def test_domain_adaptation_learns_under_ddp(ray_cluster, digits_root, tmp_path):
     assert [entry["step"] for entry in log] == [20, 40, 60]
     # Labels that did not belong to their images would leave the classifier at chance (0.1).
     assert log[-1]["dis/accuracy_a"] > 0.3 and log[-1]["dis/classifier"] < log[0]["dis/classifier"], log
+    assert log[-1]["dis/classifier_translated"] < log[0]["dis/classifier_translated"], log
 
 
 def train_worker_processes() -> list[psutil.Process]:
