@@ -113,11 +113,13 @@ def main() -> int:
 
     device = resolve_device(cfg.train.device)
     checkpoint = run_dir / "checkpoints" / "latest.pt"
-    accuracy = classify_split(classifier_from_checkpoint(checkpoint, device), cfg.data.root, cfg.data.domain_b,
+    classifier = classifier_from_checkpoint(checkpoint, device, cfg.evaluation.adaptation_classifier)
+    accuracy = classify_split(classifier, cfg.data.root, cfg.data.domain_b,
                               cfg.evaluation.split, cfg.model.channels_b, batch_size=500)
     summary = {
         **tags, "final": True, "steps": step, "max_steps": cfg.train.max_steps, "batch_size": cfg.train.batch_size,
-        "target": cfg.data.domain_b, "split": cfg.evaluation.split, "accuracy": accuracy,
+        "target": cfg.data.domain_b, "split": cfg.evaluation.split,
+        "classifier": cfg.evaluation.adaptation_classifier, "accuracy": accuracy,
         "train_wall_s": round(train_seconds, 1), "device": device_name(device), "torch": torch.__version__,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -123,6 +123,39 @@ def test_unit_evaluate_reports_the_target_accuracy(trained_run, tmp_path, capsys
     assert json.loads((out / "metrics.json").read_text())["b/classification_accuracy"] == pytest.approx(final)
 
 
+def test_translated_and_ensemble_readings_classify_target_digits_through_the_source_path(trained_run, tmp_path, capsys):
+    cfg, checkpoint, _ = trained_run
+    trainer = UNITTrainer(cfg)
+    trainer.load_state_dict(load_checkpoint(checkpoint))
+    gen, dis = trainer.gen.eval(), trainer.dis.eval()
+    usps = data_module.domain_images(cfg.data.root, "usps", "test")[:8]
+    images = torch.stack([pil_to_tensor(load_image(path, 1)) for path in usps])
+    with torch.no_grad():
+        direct = dis.classify(images, "b")
+        via_source = dis.classify(gen.translate(images, "b", "a"), "a")
+    translated = classifier_from_checkpoint(checkpoint, "cpu", "translated")(images)
+    assert torch.allclose(translated, via_source, atol=1e-5)
+    assert not torch.allclose(translated, direct, atol=1e-3)
+    ensemble = classifier_from_checkpoint(checkpoint, "cpu", "ensemble")(images)
+    assert torch.allclose(ensemble, (direct.softmax(1) + via_source.softmax(1)) / 2, atol=1e-5)
+
+    # The reading chosen in the settings reaches the curve and `unit evaluate` alike.
+    expected = classify_split(classifier_from_checkpoint(checkpoint, "cpu", "ensemble"), cfg.data.root, "usps", "test", 1)
+    assert expected != classify_split(classifier_from_checkpoint(checkpoint, "cpu"), cfg.data.root, "usps", "test", 1)
+    ensemble_cfg = cfg.model_copy(deep=True)
+    ensemble_cfg.evaluation.adaptation_classifier = "ensemble"
+    curve_file = tmp_path / "curve.jsonl"
+    trainer.gen.train(), trainer.dis.train()
+    TargetAccuracyCurve(ensemble_cfg, "test", curve_file).on_checkpoint(150, trainer, checkpoint, None)
+    assert json.loads(curve_file.read_text())["accuracy"] == pytest.approx(expected)
+    assert trainer.gen.training and trainer.dis.training  # measuring leaves the networks as it found them
+    code = main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(cfg.data.root), "--out", str(tmp_path / "eval"),
+                 "--params", str(REPO / "params.yaml"), "--preset", "digits-mnist2usps", "--device", "cpu",
+                 "--set", "evaluation.adaptation_classifier=ensemble"])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["b/classification_accuracy"] == pytest.approx(expected)
+
+
 def test_conv32_generator_adapts_and_translates_from_its_checkpoint(digits_root, tmp_path):
     """The NIPS-era digits generator (1x1 code) in the adaptation variant: trains and is evaluated from its checkpoint."""
     cfg = adaptation_config(digits_root, tmp_path / "run", "model.generator=conv32", "train.max_steps=150")

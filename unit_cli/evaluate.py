@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         with fetched as checkpoint:
             translator, model_cfg = load_for_evaluation(checkpoint, args.device)
-            classifier = classifier_from_checkpoint(checkpoint, args.device)  # None unless domain adaptation
+            classifier = classifier_from_checkpoint(  # None unless domain adaptation
+                checkpoint, args.device, cfg.evaluation.adaptation_classifier)
         result = evaluate(
             translator, cfg, args.out, scale=training_scale(model_cfg), model_source=args.model or str(args.checkpoint),
             batch_size=args.batch_size, classifier=classifier,

@@ -235,6 +235,9 @@ class EvaluationConfig(_Section):
     split: str = Field("test_paired", min_length=1, description="split of data.root to evaluate on")
     pixel_tolerance: int = Field(16, ge=0, le=255, description="paired pixel accuracy: |colour - truth| <= this, every channel")
     report_images: int = Field(8, ge=0, description="images per direction in the visual report")
+    adaptation_classifier: Literal["target", "translated", "ensemble"] = Field(
+        "target", description="domain adaptation: read a target image through the target discriminator's path (the "
+        "paper), translated into the source domain through the source path, or the mean of both readings' probabilities")
     inception_weights: str = Field("", description="local pytorch-fid Inception weights (pt_inception-2015-12-05-6726825d.pth) for FID/KID; empty = skip those metrics")
 
 

@@ -183,7 +183,8 @@ def evaluate(cfg: UnitConfig, checkpoint: str | Path | None = None) -> dict[str,
         translator, model_cfg = load_for_evaluation(checkpoint)
         result = run_evaluation(translator, cfg, evaluation_folder(cfg), scale=training_scale(model_cfg),
                                 model_source=str(checkpoint),
-                                classifier=classifier_from_checkpoint(checkpoint))  # domain adaptation only
+                                classifier=classifier_from_checkpoint(  # domain adaptation only
+                                    checkpoint, how=cfg.evaluation.adaptation_classifier))
     except (FileNotFoundError, ValueError) as exc:
         raise StageError(f"preset {cfg.name}: evaluation failed: {exc}") from None
     return _record(stamp, inputs, {"metrics_path": str(result.metrics_path), "metrics": result.metrics,
