@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from unit_core.checkpoint import inference_weights, load_checkpoint, restore_weights, stored_config
+from unit_core.checkpoint import inference_generator, inference_weights, load_checkpoint, restore_weights, stored_config
 from unit_core.config import UnitConfig
 from unit_core.evaluation import Classifier, classify_split
 from unit_core.networks import UNITDiscriminators, UNITGenerator
@@ -79,11 +79,7 @@ def classifier_from_checkpoint(path: str | Path, device: str | torch.device = "a
     device = resolve_device(device) if isinstance(device, str) else device
     dis = UNITDiscriminators(cfg.model, cfg.channels())
     restore_weights(dis, payload, inference_weights(payload, "dis"), path)
-    gen = None
-    if how != "target":
-        gen = UNITGenerator(cfg.model, cfg.channels())
-        restore_weights(gen, payload, inference_weights(payload, "gen"), path)
-        gen = gen.to(device).eval()
+    gen = inference_generator(payload, cfg, path).to(device) if how != "target" else None
     source, target = source_domain(cfg), target_domain(cfg)
     return adaptation_classifier(how, dis.to(device).eval(), gen, device, source, target)
 

@@ -170,6 +170,11 @@ def load_generator(path: str | Path) -> tuple[UnitConfig, UNITGenerator]:
     (the averaged weights where the checkpoint has them: :func:`inference_weights`)."""
     payload = load_checkpoint(path, map_location="cpu")
     cfg = stored_config(payload, path)
+    return cfg, inference_generator(payload, cfg, path)
+
+
+def inference_generator(payload: dict[str, Any], cfg: UnitConfig, path: str | Path) -> UNITGenerator:
+    """The generator of a loaded checkpoint, in eval mode, with the weights inference uses (:func:`inference_weights`)."""
     generator = UNITGenerator(cfg.model, cfg.channels())
     restore_weights(generator, payload, inference_weights(payload, "gen"), path)
-    return cfg, generator.eval()
+    return generator.eval()
