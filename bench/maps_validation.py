@@ -17,6 +17,8 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
 from unit_core.config import load_config
 from unit_core.evaluation import evaluate, load_for_evaluation, training_scale
 from unit_core.training import fit
@@ -49,11 +51,14 @@ class ValidationCurve:
         self.logged = metrics
 
     def on_checkpoint(self, step: int, checkpoint: Path, grid: Path) -> None:
-        translator, model_cfg = load_for_evaluation(checkpoint, device="cpu")
-        cfg = model_cfg.model_copy(deep=True)
-        cfg.evaluation.split = "val_paired"
-        result = evaluate(translator, cfg, self.args.out / "eval-val" / f"step_{step:08d}",
-                          scale=training_scale(model_cfg), model_source=str(checkpoint))
+        # Building the translator draws initial weights from the global generator: fork it, so the
+        # training's latent noise is the same with or without the scoring.
+        with torch.random.fork_rng(devices=[]):
+            translator, model_cfg = load_for_evaluation(checkpoint, device="cpu")
+            cfg = model_cfg.model_copy(deep=True)
+            cfg.evaluation.split = "val_paired"
+            result = evaluate(translator, cfg, self.args.out / "eval-val" / f"step_{step:08d}",
+                              scale=training_scale(model_cfg), model_source=str(checkpoint))
         point = {"run": self.args.name, "split": "val_paired", "seed": model_cfg.seed, "step": step,
                  **{key: result.metrics[key] for key in SCORED if key in result.metrics},
                  **{key: self.logged[key] for key in LOGGED if key in self.logged},

@@ -308,6 +308,25 @@ def test_adaptation_discriminators_tie_high_level_layers_and_classify_both_domai
     assert all(p.grad is None for p in d2.front.parameters())
 
 
+def test_spectral_discriminators_bound_every_layer_and_normalise_tied_layers_once():
+    torch.manual_seed(0)
+    trainer = adaptation_trainer_with("model.dis_norm=spectral")
+    dis = trainer.dis
+    tied_conv = dis.discriminators["a"].scales[0].trunk[0]
+    assert tied_conv is dis.discriminators["b"].scales[0].trunk[0] and len(tied_conv.parametrizations.weight) == 1
+    first = dis.discriminators["a"].scales[0].front[0]
+    assert 0.015 < first.parametrizations.weight.original.std() < 0.025  # the paper's N(0, 0.02) reached the weights
+    for _ in range(3):  # the weights move; the power iteration follows them
+        trainer.train_step([torch.rand(4, 1, 16, 16) * 2 - 1, torch.rand(4, 1, 16, 16) * 2 - 1], torch.randint(0, 10, (4,)))
+    layers = [m for m in dis.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert len(layers) == 2 + 2 + 1 + 1  # each domain's first layer, the 2 tied convs, the tied head, the classifier
+    for layer in layers:
+        sigma = torch.linalg.matrix_norm(layer.weight.detach().flatten(1), ord=2).item()
+        assert abs(sigma - 1) < 0.05, (layer, sigma)
+    plain = adaptation_trainer().dis.discriminators["a"].scales[0].front[0]
+    assert not hasattr(plain, "parametrizations") and torch.linalg.matrix_norm(plain.weight.detach().flatten(1), ord=2) < 0.5
+
+
 def test_discriminator_dropout_drops_tied_units_while_training_and_spares_the_feature_term():
     trainer = adaptation_trainer_with("model.dis_dropout=[0.1,0.3,0.5]")
     with torch.no_grad():

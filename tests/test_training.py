@@ -60,16 +60,18 @@ def all_state(trainer: UNITTrainer) -> dict[str, torch.Tensor]:
     return state
 
 
-def test_resume_is_bit_exact(street_root, tmp_path):
-    straight_cfg = tiny_config(street_root, tmp_path / "straight", "train.max_steps=6")
+# Spectral normalisation keeps power-iteration vectors beside the weights: they must resume too.
+@pytest.mark.parametrize("model", [(), ("model.dis_norm=spectral",)], ids=["paper", "spectral-discriminators"])
+def test_resume_is_bit_exact(street_root, tmp_path, model):
+    straight_cfg = tiny_config(street_root, tmp_path / "straight", "train.max_steps=6", *model)
     fit(straight_cfg, progress=False)
     straight = UNITTrainer(straight_cfg)
     straight.load_state_dict(load_checkpoint(tmp_path / "straight" / "checkpoints" / "latest.pt"))
 
     split_dir = tmp_path / "split"
-    fit(tiny_config(street_root, split_dir, "train.max_steps=3"), progress=False)
+    fit(tiny_config(street_root, split_dir, "train.max_steps=3", *model), progress=False)
     torch.manual_seed(12345)  # disturb the global RNG: resume must restore it
-    fit(tiny_config(street_root, split_dir, "train.max_steps=6"), resume=True, progress=False)
+    fit(tiny_config(street_root, split_dir, "train.max_steps=6", *model), resume=True, progress=False)
     resumed = UNITTrainer(straight_cfg)
     resumed.load_state_dict(load_checkpoint(split_dir / "checkpoints" / "latest.pt"))
 

@@ -65,6 +65,10 @@ class ModelConfig(_Section):
     dis_layers: int = Field(5, ge=1, description="stride-2 conv layers of each discriminator (paper: 5)")
     dis_max_width: int = Field(1024, ge=1)
     dis_scales: int = Field(1, ge=1, description=">1: multi-scale discriminator on average-pooled copies")
+    dis_norm: Literal["none", "spectral"] = Field(
+        "none", description="none: the paper's discriminators; spectral: spectral normalisation of every discriminator "
+                            "conv and of the classifier (not in the paper), which bounds how far a small change of "
+                            "the image can move the logits")
     dis_shared_layers: int = Field(0, ge=0, description="last discriminator layers tied between D1 and D2 (domain adaptation)")
     num_classes: int = Field(0, ge=0, description=">0: domain-adaptation variant, a classifier on the tied D features")
     dis_dropout: list[float] = Field(

@@ -343,6 +343,10 @@ class UNITDiscriminators(nn.Module):
         self.domains = tuple(channels)
         self.discriminators = nn.ModuleDict({d: MultiScaleDiscriminator(c, cfg, trunk, judge) for d, c in channels.items()})
         self.classifier = nn.Linear(dis_feature_channels(cfg), cfg.num_classes) if cfg.num_classes else None
+        if cfg.dis_norm == "spectral":
+            # modules() yields each module once, so the tied layers are normalised once.
+            for layer in [m for m in self.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]:
+                nn.utils.parametrizations.spectral_norm(layer)
 
     def forward(self, images: dict[str, torch.Tensor], with_features: bool = False) -> dict[str, Any]:
         """Per domain of ``images``: D_d's logits per scale (with ``with_features``: and its first scale's features, see

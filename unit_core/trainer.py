@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from unit_core.checkpoint import averaged, restore_weights
 from unit_core.config import LossConfig, UnitConfig
@@ -105,9 +106,14 @@ def set_deterministic(enabled: bool) -> None:
 
 
 def init_weights(module: nn.Module) -> None:
-    """N(0, 0.02) conv weights and zero biases, as the paper's code."""
+    """N(0, 0.02) conv weights and zero biases, as the paper's code.
+
+    A spectrally normalised conv (``model.dis_norm``) computes ``weight`` from the parameter
+    it wraps: that parameter is the one initialised.
+    """
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-        nn.init.normal_(module.weight, 0.0, 0.02)
+        parametrized = parametrize.is_parametrized(module, "weight")
+        nn.init.normal_(module.parametrizations.weight.original if parametrized else module.weight, 0.0, 0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
 
