@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from unit_core.data import resize_and_crop
 from unit_core.images import load_image, pil_to_tensor
 from unit_core.layout import domain_images
 from unit_core.losses import discriminator_loss
@@ -51,7 +52,9 @@ def main() -> None:
 
     def tiles(domain: str) -> torch.Tensor:
         files = domain_images(data.root, domain, "train")[: args.tiles]
-        return torch.stack([pil_to_tensor(load_image(path, 3, scale).resize((scale, scale))) for path in files])
+        # At the training scale, centre-cropped square, as the training data and the evaluation read tiles.
+        return torch.stack([pil_to_tensor(resize_and_crop(load_image(path, 3, scale), scale, scale, None, False))
+                            for path in files])
 
     real = tiles(target)
     with torch.no_grad():
